@@ -1,0 +1,1 @@
+"""The on-box agent: validate infra.yml and reconcile it into Incus and nftables."""

@@ -1,0 +1,155 @@
+"""The validated infrastructure, as frozen values.
+
+This is the contract between validation (infra.yml -> Infra) and reconciliation
+(Infra -> desired Incus/nftables state). Everything here is already checked: addresses are
+assigned, references resolve, defaults are filled in. Nothing in this module touches the system.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Mapping
+
+
+def frozen_map(d: Mapping | None = None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+class TrustLevel(str, Enum):
+    ADMIN = "admin"
+    TRUSTED = "trusted"
+    SEMI_TRUSTED = "semi-trusted"
+    UNTRUSTED = "untrusted"
+    DISPOSABLE = "disposable"
+
+    @property
+    def zone_offset(self) -> int:
+        return {"admin": 0, "trusted": 10, "semi-trusted": 20, "untrusted": 40,
+                "disposable": 50}[self.value]
+
+
+class InstanceType(str, Enum):
+    LXC = "lxc"
+    VM = "vm"
+
+    @property
+    def incus_type(self) -> str:
+        return "container" if self is InstanceType.LXC else "virtual-machine"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    config: Mapping[str, str] = field(default_factory=frozen_map)
+    devices: Mapping[str, Mapping[str, str]] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class PersistentVolume:
+    name: str
+    path: str  # mount path inside the instance
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class SharedVolumeMount:
+    """One shared volume as seen by one machine (consumers already resolved)."""
+    volume: str
+    source: str  # host directory
+    path: str  # mount path inside the instance
+    readonly: bool
+    shift: bool = False
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    domain: str
+    ip: ipaddress.IPv4Address
+    type: InstanceType = InstanceType.LXC
+    os_image: str = "debian/13"
+    description: str = ""
+    ephemeral: bool = False
+    gpu: bool = False
+    profiles: tuple[str, ...] = ("default",)
+    config: Mapping[str, str] = field(default_factory=frozen_map)
+    devices: Mapping[str, Mapping[str, str]] = field(default_factory=frozen_map)
+    boot_autostart: bool | None = None
+    boot_priority: int | None = None
+    snapshots_schedule: str | None = None
+    snapshots_expiry: str | None = None
+    persistent_data: tuple[PersistentVolume, ...] = ()
+    shared_volumes: tuple[SharedVolumeMount, ...] = ()
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    subnet: ipaddress.IPv4Network
+    seq: int
+    enabled: bool = True
+    description: str = ""
+    trust_level: TrustLevel = TrustLevel.SEMI_TRUSTED
+    ephemeral: bool = False
+    profiles: tuple[Profile, ...] = ()
+    machines: tuple[Machine, ...] = ()
+
+    @property
+    def bridge(self) -> str:
+        return f"net-{self.name}"
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 254
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a network policy: `host`, a whole domain, or one machine."""
+    kind: str  # "host" | "domain" | "machine"
+    name: str
+    domain: str | None = None  # the domain of a machine endpoint (or the domain itself)
+    ip: ipaddress.IPv4Address | None = None  # machine endpoints only
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    description: str
+    source: Endpoint
+    target: Endpoint
+    ports: tuple[int, ...] | None = None  # None: all ports
+    protocol: str = "tcp"
+    bidirectional: bool = False
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    base_octet: int = 10
+    zone_base: int = 100
+    default_os_image: str = "debian/13"
+    gpu_policy: str = "exclusive"
+    firewall_mode: str = "host"
+    shared_volumes_base: str = "/srv/anklume/shares"
+    persistent_data_base: str = "/srv/anklume/data"
+
+
+@dataclass(frozen=True)
+class Infra:
+    project_name: str
+    settings: GlobalSettings
+    domains: tuple[Domain, ...]
+    policies: tuple[NetworkPolicy, ...] = ()
+    schema_version: int = 1
+
+    @property
+    def enabled_domains(self) -> tuple[Domain, ...]:
+        return tuple(d for d in self.domains if d.enabled)
+
+    def domain(self, name: str) -> Domain:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        raise KeyError(name)

@@ -1,0 +1,53 @@
+"""The `anklume` command line: one typer app, each feature registers its own commands."""
+
+import typer
+
+from anklume import __version__
+from anklume.errors import AnklumeError
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"anklume {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    help="anklume: isolated, encrypted compartments on one machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show commands run and full tracebacks."),
+) -> None:
+    from anklume import log
+
+    log.setup(debug=debug)
+
+
+def _register() -> None:
+    # Each feature owns its commands; importing lazily keeps `anklume --version` fast.
+    from anklume.agent import cli as agent_cli
+    from anklume.image import cli as image_cli
+    from anklume.signing import cli as signing_cli
+
+    for mod in (agent_cli, image_cli, signing_cli):
+        mod.register(app)
+
+
+_register()
+
+
+def run() -> None:
+    """Entry point that turns our own errors into a clean message and exit status."""
+    try:
+        app()
+    except AnklumeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(e.exit_code) from None

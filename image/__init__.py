@@ -1,0 +1,1 @@
+"""Image builder: drives mkosi to build the signed A/B appliance image."""

@@ -1,0 +1,7 @@
+"""Image commands: build."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,1 @@
+"""Key management: Secure Boot db key/cert and the verity/update signing key."""

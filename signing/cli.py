@@ -1,0 +1,7 @@
+"""Key commands: keys generate."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
