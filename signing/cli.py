@@ -1,7 +1,27 @@
 """Key commands: keys generate."""
 
+from pathlib import Path
+
 import typer
+from anklume.signing import keys
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    keys_app = typer.Typer(help="Secure Boot and verity/update signing keys.", no_args_is_help=True)
+
+    @keys_app.command("generate")
+    def generate(
+        dir: Path | None = typer.Option(
+            None, "--dir",
+            help=f"Key directory (default $ANKLUME_KEY_DIR or {keys.DEFAULT_KEY_DIR}).",
+        ),
+        force: bool = typer.Option(False, "--force", help="Replace an existing key set."),
+    ) -> None:
+        """Create the Secure Boot db key/cert and the verity/update signing key/cert."""
+        ks = keys.generate(dir, force=force)
+        typer.echo(f"keys written to {ks.dir}:")
+        for p in ks.paths():
+            typer.echo(f"  {p.name}")
+        typer.echo("private keys are mode 0600; keep a safe offline copy of this directory.")
+
+    app.add_typer(keys_app, name="keys")
