@@ -58,7 +58,7 @@ class Rule:
 def comment_text(s: str) -> str:
     """A comment nft accepts: no quotes/backslashes/control characters, at most 128 bytes."""
     s = s.replace('"', "'").replace("\\", "/")
-    s = re.sub(r"[\x00-\x1f\x7f]+", " ", s).strip()
+    s = re.sub(r"[\s\x00-\x1f\x7f]+", " ", s).strip()
     raw = s.encode()
     if len(raw) > _COMMENT_MAX:
         # Cut on a character boundary: a split UTF-8 sequence would not round-trip.
