@@ -8,17 +8,17 @@ assigned, references resolve, defaults are filled in. Nothing in this module tou
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping
 
 
 def frozen_map(d: Mapping | None = None) -> Mapping:
     return MappingProxyType(dict(d or {}))
 
 
-class TrustLevel(str, Enum):
+class TrustLevel(StrEnum):
     ADMIN = "admin"
     TRUSTED = "trusted"
     SEMI_TRUSTED = "semi-trusted"
@@ -31,7 +31,7 @@ class TrustLevel(str, Enum):
                 "disposable": 50}[self.value]
 
 
-class InstanceType(str, Enum):
+class InstanceType(StrEnum):
     LXC = "lxc"
     VM = "vm"
 
@@ -62,6 +62,7 @@ class SharedVolumeMount:
     path: str  # mount path inside the instance
     readonly: bool
     shift: bool = False
+    propagate: bool = False  # also offered to instances nested inside this one
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class GlobalSettings:
     firewall_mode: str = "host"
     shared_volumes_base: str = "/srv/anklume/shares"
     persistent_data_base: str = "/srv/anklume/data"
+    allow_privileged: bool = False  # explicit opt-in to privileged LXC containers
 
 
 @dataclass(frozen=True)
