@@ -1,0 +1,148 @@
+"""Infra -> the Incus resources it should produce (pure: reads nothing, changes nothing).
+
+See the notes' "Mapping onto Incus": one project per enabled domain, one bridge per domain in
+the default project, the project's default profile wiring root disk + eth0 to that bridge,
+domain profiles, and one instance per machine with its static IP as a DHCP reservation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from anklume.agent.model import Domain, Infra, Machine, frozen_map
+from anklume.agent.resources import OWNER_KEY, PROTECT_KEY, Kind, Resource, State
+
+STORAGE_POOL = "default"
+_MODEL_DEFAULT = Machine.__dataclass_fields__["os_image"].default
+
+
+def _str(v: object) -> str:
+    # Incus config values are strings; YAML may hand us bools and ints.
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _strmap(d: Mapping[str, object]) -> dict[str, str]:
+    return {k: _str(v) for k, v in d.items()}
+
+
+def _devices(d: Mapping[str, Mapping[str, object]]) -> dict[str, Mapping[str, str]]:
+    return {name: frozen_map(_strmap(dev)) for name, dev in d.items()}
+
+
+def project(domain: Domain, owner: str) -> Resource:
+    return Resource(
+        kind=Kind.PROJECT, name=domain.name, description=domain.description,
+        # features.images=false: a project with its own image store cannot see the images of
+        # the default project, so instances could not be created from them.
+        config=frozen_map({"features.images": "false", "features.profiles": "true",
+                           OWNER_KEY: owner}),
+    )
+
+
+def network(domain: Domain, owner: str) -> Resource:
+    net = domain.subnet.network_address
+    return Resource(
+        kind=Kind.NETWORK, name=domain.bridge, project="default",
+        description=f"anklume domain {domain.name}",
+        config=frozen_map({
+            # Always explicit: letting Incus pick ("auto") probes foreign subnets.
+            "ipv4.address": f"{domain.gateway}/{domain.subnet.prefixlen}",
+            "ipv4.nat": "true",
+            "ipv6.address": "none",
+            "ipv4.dhcp.ranges": f"{net + 100}-{net + 199}",
+            OWNER_KEY: owner,
+        }),
+    )
+
+
+def _eth0(domain: Domain) -> dict[str, str]:
+    return {"type": "nic", "name": "eth0", "network": domain.bridge}
+
+
+def default_profile(domain: Domain, pool: str) -> Resource:
+    # Owned through its project (Incus creates it with the project and deletes it with it), so
+    # it carries no marker of its own.
+    return Resource(
+        kind=Kind.PROFILE, name="default", project=domain.name,
+        description=f"anklume: root disk and eth0 on {domain.bridge}",
+        devices=frozen_map({
+            "root": frozen_map({"type": "disk", "path": "/", "pool": pool}),
+            "eth0": frozen_map(_eth0(domain)),
+        }),
+    )
+
+
+def domain_profiles(domain: Domain, owner: str) -> list[Resource]:
+    return [
+        Resource(kind=Kind.PROFILE, name=p.name, project=domain.name,
+                 config=frozen_map({**_strmap(p.config), OWNER_KEY: owner}),
+                 devices=frozen_map(_devices(p.devices)))
+        for p in domain.profiles
+    ]
+
+
+def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
+    s = infra.settings
+    config: dict[str, str] = {}
+    if not m.ephemeral:
+        config[PROTECT_KEY] = "true"
+    if m.boot_autostart is not None:
+        config["boot.autostart"] = _str(m.boot_autostart)
+    if m.boot_priority is not None:
+        # Incus names it boot.autostart.priority (a bare boot.priority is rejected).
+        config["boot.autostart.priority"] = str(m.boot_priority)
+    if m.snapshots_schedule:
+        config["snapshots.schedule"] = m.snapshots_schedule
+    if m.snapshots_expiry:
+        config["snapshots.expiry"] = m.snapshots_expiry
+    config.update(_strmap(m.config))
+    config[OWNER_KEY] = infra.project_name
+
+    # eth0 comes from the project's default profile; overriding it here (same keys + address)
+    # turns the machine's IP into a DHCP reservation in Incus's dnsmasq.
+    devices: dict[str, Mapping[str, str]] = {
+        "eth0": frozen_map({**_eth0(domain), "ipv4.address": str(m.ip)}),
+    }
+    if m.gpu:
+        devices["gpu"] = frozen_map({"type": "gpu"})
+    for sv in m.shared_volumes:
+        dev = {"type": "disk", "source": sv.source, "path": sv.path}
+        if sv.readonly:
+            dev["readonly"] = "true"
+        if sv.shift:
+            dev["shift"] = "true"
+        devices[f"sv-{sv.volume}"] = frozen_map(dev)
+    for pv in m.persistent_data:
+        dev = {"type": "disk", "path": pv.path,
+               "source": f"{s.persistent_data_base}/{domain.name}/{m.name}/{pv.name}"}
+        if pv.readonly:
+            dev["readonly"] = "true"
+        devices[f"pd-{pv.name}"] = frozen_map(dev)
+    devices.update(_devices(m.devices))
+
+    return Resource(
+        kind=Kind.INSTANCE, name=m.name, project=domain.name, description=m.description,
+        config=frozen_map(config), devices=frozen_map(devices), profiles=tuple(m.profiles),
+        instance_type=m.type.incus_type, image=image,
+    )
+
+
+def desired(infra: Infra, *, default_image: str | None = None,
+            pool: str = STORAGE_POOL) -> State:
+    """All Incus resources `infra` declares. `default_image` replaces the global default OS
+    image (offline appliances, tests) for machines that did not name their own."""
+    owner = infra.project_name
+    out: list[Resource] = []
+    for d in infra.enabled_domains:
+        out += [project(d, owner), network(d, owner), default_profile(d, pool)]
+        out += domain_profiles(d, owner)
+        for m in d.machines:
+            # The model has the global default already filled in (or the model's own default):
+            # a machine still carrying it did not choose its own image.
+            image = m.os_image
+            if default_image and image in ("", infra.settings.default_os_image, _MODEL_DEFAULT):
+                image = default_image
+            out.append(instance(infra, d, m, image or infra.settings.default_os_image))
+    return State.of(out, owner=owner)
