@@ -39,3 +39,7 @@ def validate(path: Path | None = PATH_ARG) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
+    # plan/apply live in their own module (the reconcile work).
+    from anklume.agent import cli_reconcile
+
+    cli_reconcile.register(app)

@@ -1,0 +1,71 @@
+"""One reconcile: read Incus, compute the desired state, plan, and (unless dry) apply."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from anklume.agent import nftables
+from anklume.agent.apply import Result, apply
+from anklume.agent.desired import desired
+from anklume.agent.incus_api import Incus, IncusError
+from anklume.agent.incus_state import observe
+from anklume.agent.model import Infra
+from anklume.agent.plan import Plan, plan
+
+from anklume import log
+
+_log = log.get("reconcile")
+SETTLE_TIMEOUT = 60  # seconds to wait for Incus operations a killed run left in flight
+
+
+@dataclass(frozen=True)
+class Report:
+    plan: Plan
+    result: Result | None  # None: dry run
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.conflicts and (self.result is None or not (
+            self.result.failed or self.result.skipped))
+
+
+def settle(incus: Incus) -> None:
+    """Wait for running Incus tasks (e.g. an instance creation whose client was killed):
+    planning while they run would see half-made resources and trip over them."""
+    try:
+        ops = incus.get("/1.0/operations", params={"recursion": "1", "all-projects": "true"})
+    except IncusError:
+        return
+    for op in (ops or {}).get("running", []) or []:
+        if op.get("class") != "task" or not (op.get("resources") or {}).get("instances"):
+            continue
+        # A failed or vanished operation is no longer running either: that is all we need.
+        with contextlib.suppress(IncusError):
+            incus.get(f"/1.0/operations/{op['id']}/wait", params={"timeout": str(SETTLE_TIMEOUT)})
+
+
+def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run: bool = False,
+              default_image: str | None = None, incus: Incus | None = None,
+              firewall: bool = True) -> Report:
+    t0 = time.monotonic()
+    incus = incus or Incus()
+    settle(incus)
+    want = desired(infra, default_image=default_image)
+    have = observe(incus)
+    nft = nftables.plan(infra) if firewall else None
+    p = plan(want, have, nft=nft, prune=prune, force=force)
+    for c in p.conflicts:
+        log.event(_log, "Cannot reconcile", logging.ERROR, resource=c.label, reason=c.reason)
+    for k in p.kept:
+        log.event(_log, "Orphan kept", logging.WARNING, resource=k.label, reason=k.reason)
+    result = None if dry_run else apply(p, incus)
+    dt = time.monotonic() - t0
+    changes = len(p) if result is None else len(result.done)
+    log.event(_log, "Reconcile done", changes=changes, dry_run=str(dry_run).lower(),
+              failed=0 if result is None else len(result.failed) + len(p.conflicts),
+              kept=len(p.kept), duration_ms=int(dt * 1000))
+    return Report(p, result, dt)
