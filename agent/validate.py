@@ -128,6 +128,7 @@ class _Validator:
         self.machines: dict[str, _MachineSpec] = {}
         self.subnets: dict[str, tuple[int, ipaddress.IPv4Network]] = {}
         self.ips: dict[str, ipaddress.IPv4Address] = {}
+        self.addressing_ok = True  # bad addressing settings: no subnet can be computed
 
     # -- document ---------------------------------------------------------------------------
 
@@ -178,11 +179,13 @@ class _Validator:
         zone_base = a.get("zone_base", 100)
         assert isinstance(zone_base, int)
         if not 0 <= zone_base <= 255 - 50:
+            self.addressing_ok = False
             self.r.error((*path, "addressing", "zone_base"), f"{zone_base} is out of range",
                          "zone_base + 50 (the disposable zone) must stay within 0-255")
         legacy_base = g.get("base_subnet")
         if isinstance(legacy_base, str):
             if addressing.parse_legacy_base(legacy_base) is None:
+                self.addressing_ok = False
                 self.r.error((*path, "base_subnet"), f'"{legacy_base}" is not two octets',
                              'e.g. "10.100"')
             if isinstance(raw, Mapping) and raw.get("addressing") is not None:
@@ -335,6 +338,8 @@ class _Validator:
     # -- addressing -----------------------------------------------------------------------------
 
     def _addresses(self, legacy_base: str | None) -> None:
+        if not self.addressing_ok:
+            return
         reqs = [addressing.DomainRequest(d.name, d.trust, _int_or_none(d.v.get("subnet_id")))
                 for d in self.domains.values() if d.trust_ok]
         self.subnets = addressing.assign_subnets(
@@ -416,7 +421,9 @@ class _Validator:
             by_mount[mount] = dev
 
     def _gpus(self) -> None:
-        users = [m for d in self.domains.values() if d.v["enabled"]
+        # Domains by name, like Infra.domains: both forms of a config report alike.
+        users = [m for d in sorted(self.domains.values(), key=lambda d: d.name)
+                 if d.v["enabled"]
                  for m in d.machines if self._has_gpu(d, m)]
         if len(users) <= 1:
             return
