@@ -1,0 +1,182 @@
+"""Fixtures for the boot tests: a current image, per-test log directories, the shared boot.
+
+These tests claim features of the image (verity, Secure Boot, ...): when the host cannot run
+QEMU they fail with the reason, they never skip. Missing KVM is not a failure (TCG is used).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import disk
+import guest
+import harness
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DIR = Path(os.environ.get("ANKLUME_BUILD_DIR", REPO / "build"))
+LOG_ROOT = Path(os.environ.get("ANKLUME_TEST_LOGS", BUILD_DIR / "test-logs"))
+
+# Serial-console lines that end any wait for a healthy boot at once.
+BOOT_FAILURES = [
+    r"Kernel panic",
+    r"You are in emergency mode",
+    r"Entering emergency mode",
+    r"(?i)security violation",
+]
+
+# Under TCG one boot is ~40 s to multi-user; the first boot adds OVMF's key enrolment reboot.
+# These are ceilings for a hang, not expectations.
+FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
+
+
+def log_dir_for(name: str) -> Path:
+    return LOG_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+@pytest.fixture(scope="session")
+def qemu_host() -> str:
+    """The accelerator to use; fails (does not skip) when QEMU or OVMF is missing."""
+    problems = harness.host_problems()
+    if problems:
+        pytest.fail(
+            "this host cannot run the boot tests:\n  "
+            + "\n  ".join(problems)
+            + "\nThese tests check claimed image features, so they fail instead of skipping.",
+            pytrace=False,
+        )
+    return harness.detect_accel()
+
+
+@pytest.fixture(scope="session")
+def artifacts(qemu_host: str):  # -> anklume.image.artifacts.Artifacts
+    """The built image, brought up to date with `anklume build` (incremental, so fast when
+    nothing changed). ANKLUME_VM_NO_BUILD=1 uses what is in build/ as it is."""
+    from anklume.image import artifacts as art
+
+    if os.environ.get("ANKLUME_VM_NO_BUILD") != "1":
+        LOG_ROOT.mkdir(parents=True, exist_ok=True)
+        build_log = LOG_ROOT / "build.log"
+        anklume = REPO / ".venv" / "bin" / "anklume"
+        cmd = [str(anklume) if anklume.exists() else "anklume", "build"]
+        t0 = time.monotonic()
+        with build_log.open("wb") as out:
+            r = subprocess.run(
+                cmd,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=45 * 60,
+            )
+        if r.returncode != 0:
+            tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-40:])
+            pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}); log {build_log}:\n{tail}")
+        print(f"image build: {time.monotonic() - t0:.0f} s (log {build_log})")
+    try:
+        return art.find(BUILD_DIR)
+    except art.ArtifactsNotFound as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A unique directory for disk copies, removed after the test (raw copies are large)."""
+    d = Path(tempfile.mkdtemp(prefix="anklume-vmtest-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class Boot:
+    """One finished boot of the image with the check unit."""
+
+    report: guest.Report
+    channel: str
+    serial: str
+    log_dir: Path
+    vars_after: Path  # OVMF variables after the boot: Secure Boot keys enrolled
+    resets: int  # guest resets seen (key enrolment)
+    seconds_to_report: float
+    seconds_total: float
+    accel: str
+
+
+def boot_and_check(
+    name: str,
+    image: Path,
+    vars_template: Path = harness.OVMF_VARS,
+    timeout: float = FIRST_BOOT_TIMEOUT,
+) -> Boot:
+    """Boot `image` (a private copy) with the check unit; wait for its report and power-off."""
+    spec = harness.VMSpec(
+        name=name,
+        disk=image,
+        log_dir=log_dir_for(name),
+        vars_template=vars_template,
+        disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
+        smbios=guest.smbios_credentials(),
+    )
+
+    def body(vm: harness.VM) -> Boot:
+        vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=timeout, log="channel")
+        reported = vm.elapsed()
+        vm.wait_exit(120)
+        channel = vm.channel.text()
+        return Boot(
+            report=guest.parse_report(channel),
+            channel=channel,
+            serial=vm.serial.text(),
+            log_dir=vm.log_dir,
+            vars_after=vm.log_dir / "OVMF_VARS.fd",
+            resets=vm.resets(),
+            seconds_to_report=reported,
+            seconds_total=vm.elapsed(),
+            accel=vm.accel,
+        )
+
+    boot = harness.run_vm(spec, body)
+    timing = (
+        f"{name}: accel={boot.accel} resets={boot.resets} "
+        f"report after {boot.seconds_to_report:.1f} s, power-off after {boot.seconds_total:.1f} s\n"
+    )
+    (boot.log_dir / "timing.txt").write_text(timing)
+    print(timing, end="")
+    return boot
+
+
+@pytest.fixture(scope="session")
+def main_boot(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    """The one boot that most checks share (boots are the expensive part under TCG): fresh
+    firmware variables, so it also goes through Secure Boot key enrolment and its reboot."""
+    work = tmp_path_factory.mktemp("main-boot")
+    image = disk.overlay(artifacts.raw, work / "disk.qcow2")
+    boot = boot_and_check("main-boot", image)
+    (work / "disk.qcow2").unlink(missing_ok=True)
+    return boot
+
+
+@pytest.fixture(scope="session")
+def enrolled_vars(main_boot: Boot) -> Path:
+    """OVMF variables with our Secure Boot keys enrolled (saved from the main boot), so later
+    boots skip the enrolment reboot and start in user mode, where signatures are enforced."""
+    if main_boot.report.get("secureboot") != "1" or main_boot.report.get("setupmode") != "0":
+        pytest.fail(
+            "the main boot did not end with Secure Boot enforced (secureboot="
+            f"{main_boot.report.get('secureboot')!r}, setupmode="
+            f"{main_boot.report.get('setupmode')!r}); boots that rely on it are meaningless",
+            pytrace=False,
+        )
+    return main_boot.vars_after

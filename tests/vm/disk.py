@@ -1,0 +1,216 @@
+"""Private copies of the image for one boot, and the tampering some tests do to them.
+
+The built image is never modified: unmodified boots get a qcow2 overlay (instant), tampered
+boots a sparse raw copy. The partition table is read here in Python (GPT is simple), so the
+tests need neither sfdisk nor root-only loop devices on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+# GPT partition type GUIDs (Discoverable Partitions Specification, x86-64).
+ESP = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
+USR = uuid.UUID("8484680c-9521-48c6-9c11-b0720656f69e")
+USR_VERITY = uuid.UUID("77ff5f63-e7b6-4633-acf4-1565b864c0e6")
+USR_VERITY_SIG = uuid.UUID("e7bb33fb-06cf-4e81-8273-e543b413e2e2")
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+    type: uuid.UUID
+    uuid: uuid.UUID
+    label: str
+    offset: int  # bytes from the start of the disk
+    size: int
+
+
+def partitions(image: Path) -> list[Partition]:
+    """The GPT entries of a raw disk image, in table order (unused entries skipped)."""
+    with image.open("rb") as f:
+        for sector in (512, 4096):
+            f.seek(sector)
+            hdr = f.read(92)
+            if hdr[:8] == b"EFI PART":
+                break
+        else:
+            raise ValueError(f"{image}: no GPT header")
+        entries_lba, count, entry_size = struct.unpack_from("<QII", hdr, 72)
+        f.seek(entries_lba * sector)
+        table = f.read(count * entry_size)
+    parts = []
+    for i in range(count):
+        e = table[i * entry_size : (i + 1) * entry_size]
+        ptype = uuid.UUID(bytes_le=e[:16])
+        if ptype.int == 0:
+            continue
+        first, last = struct.unpack_from("<QQ", e, 32)
+        label = e[56:128].decode("utf-16-le").rstrip("\0")
+        parts.append(
+            Partition(
+                number=i + 1,
+                type=ptype,
+                uuid=uuid.UUID(bytes_le=e[16:32]),
+                label=label,
+                offset=first * sector,
+                size=(last - first + 1) * sector,
+            )
+        )
+    return parts
+
+
+def find_partition(image: Path, ptype: uuid.UUID) -> Partition:
+    """The first partition of a type: for usr that is slot A (repart defines A before B)."""
+    for p in partitions(image):
+        if p.type == ptype:
+            return p
+    raise LookupError(f"{image}: no partition of type {ptype}")
+
+
+def overlay(base: Path, dest: Path) -> Path:
+    """A qcow2 overlay on the (read-only) built image: the guest's writes stay in `dest`."""
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            str(base.resolve()),
+            str(dest),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return dest
+
+
+def raw_copy(base: Path, dest: Path) -> Path:
+    """A sparse full copy, for tests that change bytes (mtools and offsets need a raw file)."""
+    subprocess.run(
+        ["cp", "--sparse=always", "--reflink=auto", str(base), str(dest)], check=True, timeout=300
+    )
+    return dest
+
+
+# --- ESP (FAT) edits with mtools ---------------------------------------------------------------
+
+
+class Esp:
+    """The ESP inside a raw image, through mtools' `image@@offset` syntax (no loop device)."""
+
+    def __init__(self, image: Path) -> None:
+        self.part = find_partition(image, ESP)
+        self.target = f"{image}@@{self.part.offset}"
+
+    def _m(self, *argv: str, input: bytes | None = None) -> bytes:
+        # MTOOLS_SKIP_CHECK: the FAT made by mkfs.vfat inside a partition has geometry values
+        # that mtools would otherwise refuse.
+        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+        r = subprocess.run(
+            [argv[0], "-i", self.target, *argv[1:]],
+            input=input,
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {r.stderr.decode(errors='replace').strip()}")
+        return r.stdout
+
+    def ls(self, path: str) -> list[str]:
+        out = self._m("mdir", "-b", f"::{path}").decode()
+        return [line.rstrip("/").rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()]
+
+    def read(self, path: str) -> bytes:
+        return self._m("mtype", f"::{path}")
+
+    def write(self, path: str, data: bytes) -> None:
+        tmp = Path(f"/tmp/anklume-esp-{os.getpid()}")
+        tmp.write_bytes(data)
+        try:
+            self._m("mcopy", "-o", str(tmp), f"::{path}")
+        finally:
+            tmp.unlink()
+
+    def delete(self, path: str) -> None:
+        self._m("mdel", f"::{path}")
+
+
+# --- PE (UKI) ----------------------------------------------------------------------------------
+
+_SECURITY_DIR = 4  # IMAGE_DIRECTORY_ENTRY_SECURITY: where Authenticode signatures live
+
+
+def strip_signature(pe: bytes) -> bytes:
+    """The same PE image without its Authenticode signature.
+
+    Used to make an unsigned twin of the signed UKI: identical kernel, initrd and command line,
+    so the only reason the firmware can have to refuse it is the missing signature.
+    """
+    if pe[:2] != b"MZ":
+        raise ValueError("not a PE image")
+    (hdr,) = struct.unpack_from("<I", pe, 0x3C)
+    if pe[hdr : hdr + 4] != b"PE\0\0":
+        raise ValueError("not a PE image")
+    opt = hdr + 24
+    (magic,) = struct.unpack_from("<H", pe, opt)
+    dirs = opt + (112 if magic == 0x20B else 96)  # PE32+ or PE32
+    entry = dirs + 8 * _SECURITY_DIR
+    offset, size = struct.unpack_from("<II", pe, entry)
+    out = bytearray(pe)
+    struct.pack_into("<II", out, entry, 0, 0)
+    if size and offset + size >= len(pe.rstrip(b"\0")):
+        # The certificate table sits at the end of the file: drop it, keep the 8-byte alignment.
+        del out[offset:]
+    return bytes(out)
+
+
+def is_signed(pe: bytes) -> bool:
+    (hdr,) = struct.unpack_from("<I", pe, 0x3C)
+    opt = hdr + 24
+    (magic,) = struct.unpack_from("<H", pe, opt)
+    entry = opt + (112 if magic == 0x20B else 96) + 8 * _SECURITY_DIR
+    _, size = struct.unpack_from("<II", pe, entry)
+    return size > 0
+
+
+# --- corruption --------------------------------------------------------------------------------
+
+
+def flip_bytes(image: Path, offset: int, length: int = 4) -> tuple[bytes, bytes]:
+    """XOR `length` bytes at `offset` with 0xff in place; returns (before, after)."""
+    with image.open("r+b") as f:
+        f.seek(offset)
+        before = f.read(length)
+        after = bytes(b ^ 0xFF for b in before)
+        f.seek(offset)
+        f.write(after)
+        f.flush()
+        os.fsync(f.fileno())
+    return before, after
+
+
+def usr_corruption_offset(image: Path) -> tuple[int, str]:
+    """Where to flip bytes in slot A's /usr so that the change is certainly read at boot but
+    would go unnoticed without verity. Returns (absolute offset, why)."""
+    part = find_partition(image, USR)
+    with image.open("rb") as f:
+        f.seek(part.offset)
+        head = f.read(4096)
+    if head[:4] == b"hsqs":
+        # squashfs superblock: bytes 8..11 are mkfs_time, read by every mount and checked by
+        # nothing in squashfs itself, so only dm-verity can notice the change.
+        return part.offset + 8, "squashfs superblock mkfs_time"
+    # erofs (superblock at 1024) or anything else: the first data block is read on mount, and
+    # bytes 512..515 lie in erofs' unused head padding, which erofs never checks.
+    return part.offset + 512, "first data block (filesystem head padding)"

@@ -1,0 +1,206 @@
+"""The guest side of a boot test: a check unit injected as systemd credentials over SMBIOS.
+
+Nothing here touches the signed UKI or its command line. QEMU puts OEM strings into SMBIOS
+type 11; systemd (PID 1, systemd >= 252) imports `io.systemd.credential.binary:NAME=<base64>`
+strings as system credentials, and systemd-debug-generator (systemd >= 256) turns
+`systemd.extra-unit.<unit>` credentials into unit files and `systemd.unit-dropin.<unit>` into
+drop-ins. The generator runs in the initrd and in the final system, hence the unit's
+`ConditionPathExists=!/etc/initrd-release`.
+
+The unit runs a shell script (itself a credential) that reports facts as stable lines on a
+virtio-serial port (`/dev/virtio-ports/org.anklume.test`), falling back to /dev/ttyS0:
+
+    ANKLUME-TEST key=value
+    ANKLUME-TEST-RESULT ok|fail reasons...
+
+and then powers the guest off. Host-side tests assert on those lines (harness.VM.channel).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+
+from harness import TEST_PORT
+
+UNIT = "anklume-test.service"
+SCRIPT_CREDENTIAL = "anklume.test.script"
+LINE = re.compile(r"^ANKLUME-TEST (?P<key>[A-Za-z0-9_.-]+)=(?P<value>.*)$", re.M)
+RESULT = re.compile(r"^ANKLUME-TEST-RESULT (?P<result>ok|fail)(?P<reasons>.*)$", re.M)
+
+_UNIT_TEXT = f"""\
+[Unit]
+Description=anklume VM test: the guest checks itself and reports to the host
+# systemd-debug-generator adds this unit in the initrd too: only the booted OS must run it.
+ConditionPathExists=!/etc/initrd-release
+After=multi-user.target
+
+[Service]
+# Type=exec, not oneshot: the script waits for `systemctl is-system-running --wait`, which
+# would never return while this unit's own start job was still pending.
+Type=exec
+ImportCredential={SCRIPT_CREDENTIAL}
+ExecStart=/bin/sh ${{CREDENTIALS_DIRECTORY}}/{SCRIPT_CREDENTIAL}
+StandardOutput=journal+console
+StandardError=journal+console
+"""
+
+# A drop-in on multi-user.target pulls the unit in: [Install] sections of generated units are
+# not processed, and the kernel command line (systemd.wants=) is signed, so not ours to change.
+_WANTS_DROPIN = f"[Unit]\nWants={UNIT}\n"
+
+# POSIX sh: the script must run on whatever shell the image has. It reports facts, not verdicts,
+# except for the final RESULT line, which covers what the guest can judge alone.
+_SCRIPT = r"""
+port=/dev/virtio-ports/@PORT@
+i=0
+while [ ! -e "$port" ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+[ -e "$port" ] || port=/dev/ttyS0
+say() {
+    printf 'ANKLUME-TEST %s\n' "$*" >>"$port"
+    [ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST %s\n' "$*" >/dev/ttyS0 2>/dev/null
+}
+fails=""
+fail() { fails="$fails $1"; }
+efivar() {  # value bytes of an EFI variable; efivarfs prefixes 4 bytes of attributes
+    f=/sys/firmware/efi/efivars/$1
+    [ -e "$f" ] || { echo missing; return; }
+    cat "$f" | tail -c +5 | od -An -tu1 | tr -s ' \n' ' ' | sed 's/^ //; s/ $//'
+}
+efistr() {  # UTF-16LE string variable (systemd-boot's Loader* variables), ASCII only
+    f=/sys/firmware/efi/efivars/$1
+    [ -e "$f" ] || { echo missing; return; }
+    cat "$f" | tail -c +5 | tr -d '\000'
+}
+say "check=started"
+
+state=$(timeout 300 systemctl is-system-running --wait 2>/dev/null)
+say "system_state=$state"
+[ "$state" = running ] || fail system_state
+failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
+    | awk '{print $1}' | paste -sd, -)
+say "failed_units=$failed"
+[ -z "$failed" ] || fail failed_units
+say "default_target=$(systemctl get-default)"
+say "multi_user=$(systemctl is-active multi-user.target)"
+
+say "cmdline=$(cat /proc/cmdline)"
+say "usr_source=$(findmnt -no SOURCE /usr)"
+say "usr_fstype=$(findmnt -no FSTYPE /usr)"
+say "usr_options=$(findmnt -no OPTIONS /usr)"
+say "root_fstype=$(findmnt -no FSTYPE /)"
+dev=$(readlink -f "$(findmnt -no SOURCE /usr)")
+dm=${dev#/dev/}
+if [ -e "/sys/block/$dm/dm/name" ]; then
+    say "usr_dm_name=$(cat /sys/block/$dm/dm/name)"
+    say "usr_dm_uuid=$(cat /sys/block/$dm/dm/uuid)"
+    say "usr_dm_slaves=$(ls /sys/block/$dm/slaves | paste -sd, -)"
+    name=$(cat /sys/block/$dm/dm/name)
+    if command -v dmsetup >/dev/null; then
+        say "usr_dm_table=$(dmsetup table "$name")"
+    fi
+    if command -v veritysetup >/dev/null; then
+        veritysetup status "$name" | sed 's/^ *//; s/: */=/; s/ /_/' | while read -r l; do
+            say "usr_verity.$l"
+        done
+    fi
+else
+    say "usr_dm_name="
+    fail usr_not_dm
+fi
+units=$(systemctl list-units --plain --no-legend --all 'systemd-veritysetup@*' | awk '{print $1}')
+for u in $units; do
+    say "veritysetup_unit=$u:$(systemctl is-active "$u")"
+done
+say "kernel_verity_errors=$(dmesg 2>/dev/null | grep -ci 'verity.*corrupt')"
+
+G=8be4df61-93ca-11d0-aa4d-00a0c90fe50c
+L=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+sb=$(efivar SecureBoot-$G)
+say "secureboot=$sb"
+[ "$sb" = 1 ] || fail secureboot
+say "setupmode=$(efivar SetupMode-$G)"
+say "lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null)"
+say "loader_entry=$(efistr LoaderEntrySelected-$L)"
+say "loader_info=$(efistr LoaderInfo-$L)"
+say "stub_info=$(efistr StubInfo-$L)"
+say "kernel=$(uname -r)"
+( . /etc/os-release; say "os_image_id=${IMAGE_ID:-}"; say "os_image_version=${IMAGE_VERSION:-}" )
+
+if command -v anklume >/dev/null; then
+    say "anklume_path=$(command -v anklume)"
+    say "anklume_version=$(anklume --version 2>&1 | head -n 1)"
+    help=$(anklume --help 2>&1)
+    say "anklume_help_rc=$?"
+    say "anklume_help_b64=$(printf '%s' "$help" | base64 -w0)"
+else
+    say "anklume_path="
+    fail anklume_missing
+fi
+
+if [ -z "$fails" ]; then r=ok; else r="fail$fails"; fi
+printf 'ANKLUME-TEST-RESULT %s\n' "$r" >>"$port"
+[ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST-RESULT %s\n' "$r" >/dev/ttyS0 2>/dev/null
+sync
+systemctl poweroff --no-block
+"""
+
+
+def _cred(name: str, data: str) -> str:
+    # value= is QEMU's comma-separated option syntax; base64 never contains a comma.
+    b64 = base64.b64encode(data.encode()).decode()
+    return f"type=11,value=io.systemd.credential.binary:{name}={b64}"
+
+
+def smbios_credentials(script: str | None = None) -> list[str]:
+    """The `-smbios` values that make the guest run the check script and power off."""
+    script = script if script is not None else check_script()
+    return [
+        _cred(f"systemd.extra-unit.{UNIT}", _UNIT_TEXT),
+        _cred("systemd.unit-dropin.multi-user.target", _WANTS_DROPIN),
+        _cred(SCRIPT_CREDENTIAL, script),
+    ]
+
+
+def check_script() -> str:
+    return "#!/bin/sh\n# anklume VM test checks (injected)\n" + _SCRIPT.replace("@PORT@", TEST_PORT)
+
+
+@dataclass
+class Report:
+    """What the guest said on the test channel."""
+
+    facts: dict[str, str] = field(default_factory=dict)
+    multi: dict[str, list[str]] = field(default_factory=dict)
+    result: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self.facts:
+            raise KeyError(f"the guest did not report {key!r}; reported: {sorted(self.facts)}")
+        return self.facts[key]
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.facts.get(key, default)
+
+    def prefixed(self, prefix: str) -> dict[str, str]:
+        return {k[len(prefix) :]: v for k, v in self.facts.items() if k.startswith(prefix)}
+
+
+def parse_report(text: str) -> Report:
+    r = Report()
+    for m in LINE.finditer(text):
+        key, value = m.group("key"), m.group("value").rstrip()
+        r.multi.setdefault(key, []).append(value)
+        r.facts[key] = value
+    m = RESULT.search(text)
+    if m:
+        r.result = m.group("result")
+        r.reasons = m.group("reasons").split()
+    return r
+
+
+def cmdline_value(cmdline: str, key: str) -> str | None:
+    m = re.search(rf"(?:^|\s){re.escape(key)}=(\S+)", cmdline)
+    return m.group(1) if m else None

@@ -1,0 +1,114 @@
+"""Tests of the harness itself: fast ones without QEMU, and one firmware-only boot."""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import disk
+import guest
+import harness
+import pytest
+from conftest import log_dir_for
+
+
+def _pe(with_signature: bool) -> bytes:
+    """A minimal PE32+ header with an optional certificate table at the end of the file."""
+    pe = bytearray(0x200)
+    pe[:2] = b"MZ"
+    struct.pack_into("<I", pe, 0x3C, 0x80)
+    pe[0x80:0x84] = b"PE\0\0"
+    struct.pack_into("<H", pe, 0x80 + 24, 0x20B)
+    if with_signature:
+        cert = b"\x10\x00\x00\x00\x00\x02\x02\x00" + b"SIGNATURE"
+        struct.pack_into("<II", pe, 0x80 + 24 + 112 + 32, len(pe), len(cert))
+        pe += cert
+    return bytes(pe)
+
+
+def test_strip_signature_removes_the_certificate_table() -> None:
+    signed = _pe(True)
+    assert disk.is_signed(signed)
+    unsigned = disk.strip_signature(signed)
+    assert not disk.is_signed(unsigned)
+    assert b"SIGNATURE" not in unsigned
+    assert unsigned == _pe(False)
+
+
+def test_report_parsing() -> None:
+    text = (
+        "noise\nANKLUME-TEST secureboot=1\nANKLUME-TEST failed_units=\n"
+        "ANKLUME-TEST usr_verity.root_hash=ab cd\nANKLUME-TEST-RESULT fail secureboot x\n"
+    )
+    r = guest.parse_report(text)
+    assert r["secureboot"] == "1"
+    assert r["failed_units"] == ""
+    assert r.prefixed("usr_verity.") == {"root_hash": "ab cd"}
+    assert r.result == "fail" and r.reasons == ["secureboot", "x"]
+    with pytest.raises(KeyError, match="did not report"):
+        r["missing"]
+
+
+def test_credentials_carry_unit_dropin_and_script() -> None:
+    creds = {}
+    for value in guest.smbios_credentials():
+        assert "," not in value.removeprefix("type=11,"), "a comma would split QEMU's option"
+        m = re.fullmatch(r"type=11,value=io\.systemd\.credential\.binary:([^=]+)=(.+)", value)
+        assert m, value
+        creds[m.group(1)] = base64.b64decode(m.group(2)).decode()
+    unit = creds[f"systemd.extra-unit.{guest.UNIT}"]
+    assert "ConditionPathExists=!/etc/initrd-release" in unit
+    assert f"ImportCredential={guest.SCRIPT_CREDENTIAL}" in unit
+    assert f"Wants={guest.UNIT}" in creds["systemd.unit-dropin.multi-user.target"]
+    script = creds[guest.SCRIPT_CREDENTIAL]
+    assert harness.TEST_PORT in script and "systemctl poweroff" in script
+
+
+def test_check_script_is_valid_sh(tmp_path: Path) -> None:
+    script = tmp_path / "check.sh"
+    script.write_text(guest.check_script())
+    subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_gpt_parsing_of_a_sparse_image(tmp_path: Path) -> None:
+    """Writes a one-partition GPT by hand (no sfdisk on the host) and reads it back."""
+    img = tmp_path / "gpt.raw"
+    sector = 512
+    with img.open("wb") as f:
+        f.truncate(8 * 1024 * 1024)
+        hdr = bytearray(92)
+        hdr[:8] = b"EFI PART"
+        struct.pack_into("<QII", hdr, 72, 2, 128, 128)
+        f.seek(sector)
+        f.write(hdr)
+        entry = bytearray(128)
+        entry[:16] = disk.USR.bytes_le
+        entry[16:32] = disk.ESP.bytes_le
+        struct.pack_into("<QQ", entry, 32, 2048, 4095)
+        entry[56 : 56 + 12] = "usr_A".encode("utf-16-le") + b"\0\0"
+        f.seek(2 * sector)
+        f.write(entry)
+    (p,) = disk.partitions(img)
+    assert (p.type, p.uuid, p.label) == (disk.USR, disk.ESP, "usr_A")
+    assert (p.offset, p.size) == (2048 * sector, 2048 * sector)
+
+
+@pytest.mark.vm
+def test_harness_boots_firmware_and_cleans_up(qemu_host: str, tmp_path: Path) -> None:
+    """OVMF with Secure Boot settings reaches its boot manager; QMP answers; stop() cleans up.
+    Proves the harness and the host's QEMU before any image is involved."""
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "64M"], check=True)
+    spec = harness.VMSpec(name="firmware-smoke", disk=blank, log_dir=log_dir_for("firmware-smoke"))
+    with harness.VM(spec) as vm:
+        vm.wait_for(r"BdsDxe", timeout=120)
+        assert vm.qmp is not None
+        assert vm.qmp.execute("query-status")["status"] == "running"
+        workdir = vm.workdir
+        assert workdir is not None and (workdir / "qmp.sock").exists()
+    assert not vm.running()
+    assert not workdir.exists()
+    assert (vm.log_dir / "serial.log").stat().st_size > 0
