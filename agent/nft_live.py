@@ -8,6 +8,7 @@ is committed as one netlink transaction or not at all.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 
 from anklume.agent.nft_rules import FAMILY, TABLE
@@ -21,7 +22,8 @@ NFT_ARGV: Sequence[str] = ("nft",)
 _TIMEOUT = 30.0
 
 
-def _nft(args: Sequence[str], *, input: str | None = None, check: bool = True):
+def _nft(args: Sequence[str], *, input: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
     try:
         return run([*NFT_ARGV, *args], input=input, check=check, timeout=_TIMEOUT)
     except FileNotFoundError as e:

@@ -33,7 +33,7 @@ from anklume.agent.nft_rules import (
 
 from anklume import log
 
-__all__ = ["FAMILY", "TABLE", "NftChange", "apply", "plan", "remove", "render"]
+__all__ = ["FAMILY", "TABLE", "NftChange", "apply", "diff", "plan", "remove", "render"]
 
 _log = log.get("nftables")
 
