@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,9 @@ class Executor:
     def __init__(self, incus: Incus, nft_apply: Callable[[Any], None] | None = None) -> None:
         self.incus = incus
         self.nft_apply = nft_apply
+        # Incus 6.0 deleting two bridges at once can mix them up ("Failed to delete bridge
+        # children interfaces: ... Device net-x does not exist" for the other one): one at a time.
+        self._bridge_delete = threading.Lock()
 
     def run(self, a: Action) -> None:
         getattr(self, f"_{a.op.value}_{a.kind.value}")(a)
@@ -207,7 +211,8 @@ class Executor:
         self.incus.request("DELETE", f"/1.0/projects/{a.name}")
 
     def _delete_network(self, a: Action) -> None:
-        self.incus.request("DELETE", f"/1.0/networks/{a.name}")
+        with self._bridge_delete:
+            self.incus.request("DELETE", f"/1.0/networks/{a.name}")
 
     # The firewall (owned by agent/nftables.py).
     def _update_firewall(self, a: Action) -> None:
