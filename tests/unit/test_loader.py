@@ -193,3 +193,16 @@ def test_cli_validate_prints_warnings(tmp_path):
     assert result.exit_code == 0
     assert "valid: 1 domains, 1 machines" in result.output
     assert "warning:" in result.output and "global.default_user" in result.output
+
+
+def test_documented_example_validates(tmp_path):
+    text = (Path(__file__).parents[2] / "docs" / "infra-yml.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    infra, warnings = load_with_warnings(dump(tmp_path / "infra.yml", example))
+    assert warnings == []
+    ips = {m.name: str(m.ip) for d in infra.domains for m in d.machines}
+    assert ips == {"admin-ctl": "10.100.0.10", "work-dev": "10.110.0.1",
+                   "work-web": "10.110.0.2", "lab-vm": "10.150.0.1"}
+    (mount,) = next(m for m in infra.domain("work").machines if m.name == "work-dev") \
+        .shared_volumes
+    assert not mount.readonly
