@@ -289,3 +289,14 @@ def test_one_bad_resource_is_reported_and_the_others_applied(incus, owned, tmp_p
         assert "vhost-vsock" in r.stdout
     assert incus.get("/1.0/instances/ite-ok", project="ite")["status"] == "Running"
     wait_ip(incus, "ite", "ite-ok", "10.110.0.31")
+
+
+def test_invalid_infra_mutates_nothing(incus, owned, tmp_path):
+    owned.append("itest")
+    doc = infra_doc({"itv": {"trust_level": "trusted", "machines": {
+        "itv-1": {"ip": "10.110.0.41"}, "itv-2": {"ip": "10.999.0.1"}}}})
+    r = cli("apply", str(write(tmp_path, doc)))
+    assert r.returncode == 2 and "10.999.0.1" in r.stderr, r.stdout + r.stderr
+    # The valid domain was not half-made either.
+    assert not exists(incus, "/1.0/projects/itv")
+    assert not exists(incus, "/1.0/networks/net-itv")
