@@ -143,7 +143,8 @@ def read(level: str, raw: object, path: KeyPath, report: Report) -> dict[str, ob
     out: dict[str, object] = {}
     for key, value in raw.items():
         if not isinstance(key, str):
-            report.error((*path, str(key)), f"keys must be strings, not {describe(key)}")
+            report.error((*path, str(key)), f"keys must be strings, not {describe(key)}",
+                         'put it in quotes ("...") so YAML reads it as text')
             continue
         row = rows.get(key)
         if row is None:

@@ -70,6 +70,8 @@ EXPIRY_RE = re.compile(r"^\d+[dhm]$")
 TRUE_WORDS = {"true", "1", "yes", "on"}
 HOST = "host"  # the policy keyword for the appliance itself
 PRIVILEGED_KEY = "security.privileged"
+# YAML reads `no`, `on`, `1234` or `2024-01-01` as booleans, numbers or dates, not names.
+QUOTE_HINT = 'put it in quotes ("...") so YAML reads it as text'
 
 
 def load(path: Path | None = None) -> Infra:
@@ -115,7 +117,7 @@ class _DomainSpec:
     path: KeyPath
     v: dict[str, object]
     trust: TrustLevel = TrustLevel.SEMI_TRUSTED
-    trust_ok: bool = True  # an unknown trust level has no zone: skip its addressing checks
+    addr_ok: bool = True  # bad trust level or subnet_id: no subnet, skip its addressing checks
     profiles: dict[str, Profile] = field(default_factory=dict)
     machines: list[_MachineSpec] = field(default_factory=list)
 
@@ -223,14 +225,14 @@ class _Validator:
             try:
                 d.trust = TrustLevel(trust)
             except ValueError:
-                d.trust_ok = False
+                d.addr_ok = False
                 self.r.error((*path, "trust_level"), f'unknown trust level "{trust}"',
                              schema.suggest(str(trust), [t.value for t in TrustLevel])
                              or "one of: " + ", ".join(t.value for t in TrustLevel))
             sid = v.get("subnet_id")
             if isinstance(sid, int) and not 0 <= sid <= addressing.MAX_SEQ:
                 self.r.error((*path, "subnet_id"), f"{sid} is outside 0-{addressing.MAX_SEQ}")
-                v["subnet_id"] = None
+                d.addr_ok = False
             profiles = v["profiles"]
             assert isinstance(profiles, Mapping)
             for pname, praw in profiles.items():
@@ -341,7 +343,7 @@ class _Validator:
         if not self.addressing_ok:
             return
         reqs = [addressing.DomainRequest(d.name, d.trust, _int_or_none(d.v.get("subnet_id")))
-                for d in self.domains.values() if d.trust_ok]
+                for d in self.domains.values() if d.addr_ok]
         self.subnets = addressing.assign_subnets(
             reqs, self.settings.zone_base, 10, legacy_base, report=self.r)
         for d in self.domains.values():
@@ -469,6 +471,9 @@ class _Validator:
                 self.r.warn(path, f'names disabled domain "{off[0]}": ignored until it is '
                             "enabled")
                 continue
+            if src == dst:
+                self.r.warn(path, f'from and to are both "{src.name}": traffic within one '
+                            "place is never filtered, so this policy changes nothing")
             out.append(NetworkPolicy(str(p["description"]), src, dst, ports, proto,
                                      bool(p["bidirectional"])))
         return out
@@ -546,7 +551,7 @@ class _Validator:
 
     def _name(self, name: object, path: KeyPath, what: str, maximum: int) -> bool:
         if not isinstance(name, str):
-            self.r.error(path, f"{what} names must be strings, not {describe(name)}")
+            self.r.error(path, f"{what} names must be strings, not {describe(name)}", QUOTE_HINT)
             return False
         if not NAME_RE.match(name):
             self.r.error(path, f'invalid {what} name "{name}"',

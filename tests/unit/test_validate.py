@@ -658,3 +658,17 @@ def test_same_path_in_different_machines_is_fine(tmp_path):
     data = doc(shared_volumes={"a": {"path": "/data", "consumers": {"pro-dev": "rw"}}})
     data["domains"]["pro"]["machines"]["pro-web"]["persistent_data"] = {"x": {"path": "/data"}}
     ok(tmp_path, data)
+
+
+def test_policy_to_itself_warns(tmp_path):
+    _, warnings = ok(tmp_path, doc(network_policies=[{"from": "pro", "to": "pro"}]))
+    assert where(warnings) == ["network_policies[0]"]
+
+
+def test_problem_and_error_text():
+    p = Problem("domains.pro.machines.a.ip", "bad", "fix it", "infra.yml", 7)
+    assert str(p) == "infra.yml:7: domains.pro.machines.a.ip: bad (hint: fix it)"
+    assert str(Problem("", "empty", file="x.yml")) == "x.yml: empty"
+    e = ValidationError([p, Problem("global", "worse")])
+    assert str(e).splitlines() == ["infra.yml is invalid (2 problems):",
+                                   f"  - {p}", "  - global: worse"]
