@@ -21,15 +21,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import posixpath
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.agent import addressing, loader, schema
+from anklume.agent import addressing, loader, policies, schema, values
 from anklume.agent.model import (
     Domain,
-    Endpoint,
     GlobalSettings,
     Infra,
     InstanceType,
@@ -56,23 +54,9 @@ __all__ = ["Problem", "ValidationError", "load", "load_with_warnings", "validate
 _log = logging.getLogger("anklume.agent.validate")
 
 SCHEMA_VERSION = 1
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 DOMAIN_NAME_MAX = 11  # "net-" + name must fit Linux's 15-character interface names
 MACHINE_NAME_MAX = 63
-# Incus device/volume/profile names: keep them to what is safe in paths and device keys.
-ITEM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# An image alias (`debian/13`) or fingerprint, optionally behind a remote (`images:debian/13`).
-IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*:)?[A-Za-z0-9][A-Za-z0-9._/+-]*$")
-CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,-]+$")
-CRON_ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
-EXPIRY_RE = re.compile(r"^\d+[dhm]$")
-# The words Incus itself reads as true for a boolean config key.
-TRUE_WORDS = {"true", "1", "yes", "on"}
-HOST = "host"  # the policy keyword for the appliance itself
 PRIVILEGED_KEY = "security.privileged"
-# YAML reads `no`, `on`, `1234` or `2024-01-01` as booleans, numbers or dates, not names.
-QUOTE_HINT = 'put it in quotes ("...") so YAML reads it as text'
-
 
 def load(path: Path | None = None) -> Infra:
     """Read and validate PATH (None: the embedded default); warnings are logged."""
@@ -159,10 +143,16 @@ class _Validator:
         for m in self.machines.values():
             self._machine_devices(m)
         self._gpus()
-        policies = self._policies(top["network_policies"])
+        nets = top["network_policies"]
+        assert isinstance(nets, list)
+        flows = policies.resolve(self.r, self._names(), nets)
         if self.r.errors:
             return None
-        return self._build(str(name), policies, version)
+        return self._build(str(name), flows, version)
+
+    def _names(self) -> policies.Names:
+        return policies.Names({d.name: bool(d.v["enabled"]) for d in self.domains.values()},
+                              {m.name: m.domain for m in self.machines.values()}, self.ips)
 
     # -- global -----------------------------------------------------------------------------
 
@@ -193,12 +183,14 @@ class _Validator:
             if isinstance(raw, Mapping) and raw.get("addressing") is not None:
                 self.r.error((*path, "base_subnet"), "cannot be combined with addressing",
                              "keep addressing (subnets by trust level) or base_subnet (legacy)")
-        image = self._image(g["default_os_image"], (*path, "default_os_image"))
-        gpu_policy = self._choice(g["gpu_policy"], ("exclusive", "shared"),
-                                  (*path, "gpu_policy"))
-        firewall = self._choice(g["firewall_mode"], ("host", "vm"), (*path, "firewall_mode"))
-        sv_base = self._abs_path(g["shared_volumes_base"], (*path, "shared_volumes_base"))
-        pd_base = self._abs_path(g["persistent_data_base"], (*path, "persistent_data_base"))
+        r = self.r
+        image = values.image(r, g["default_os_image"], (*path, "default_os_image"),
+                             GlobalSettings.default_os_image)
+        gpu_policy = values.choice(r, g["gpu_policy"], ("exclusive", "shared"),
+                                   (*path, "gpu_policy"))
+        firewall = values.choice(r, g["firewall_mode"], ("host", "vm"), (*path, "firewall_mode"))
+        sv_base = values.abs_path(r, g["shared_volumes_base"], (*path, "shared_volumes_base"))
+        pd_base = values.abs_path(r, g["persistent_data_base"], (*path, "persistent_data_base"))
         self.settings = GlobalSettings(
             base_octet=10, zone_base=zone_base, default_os_image=image,
             gpu_policy=gpu_policy, firewall_mode=firewall, shared_volumes_base=sv_base,
@@ -214,7 +206,7 @@ class _Validator:
             return  # schema.read reported it
         for name, draw in raw.items():
             path: KeyPath = ("domains", str(name))
-            if not self._name(name, path, "domain", DOMAIN_NAME_MAX):
+            if not values.name(self.r, name, path, "domain", DOMAIN_NAME_MAX):
                 continue
             v = schema.read("domain", draw, path, self.r)
             if v is None:
@@ -244,9 +236,9 @@ class _Validator:
 
     def _profile(self, d: _DomainSpec, name: object, raw: object) -> None:
         path: KeyPath = (*d.path, "profiles", str(name))
-        if not isinstance(name, str) or not ITEM_RE.match(name):
-            self.r.error(path, "profile names are letters, digits, '.', '_' and '-'")
+        if not values.item(self.r, name, path, "profile"):
             return
+        assert isinstance(name, str)
         if name == "default":
             self.r.error(path, 'the "default" profile is managed by anklume',
                          "give your profile another name and list it in the machines' profiles")
@@ -255,12 +247,12 @@ class _Validator:
         if v is None:
             return
         d.profiles[name] = Profile(
-            name, frozen_map(self._string_map(v["config"], (*path, "config"))),
-            frozen_map(self._devices(v["devices"], (*path, "devices"))))
+            name, frozen_map(values.string_map(self.r, v["config"], (*path, "config"))),
+            frozen_map(values.devices(self.r, v["devices"], (*path, "devices"))))
 
     def _machine(self, d: _DomainSpec, name: object, raw: object) -> None:
         path: KeyPath = (*d.path, "machines", str(name))
-        if not self._name(name, path, "machine", MACHINE_NAME_MAX):
+        if not values.name(self.r, name, path, "machine", MACHINE_NAME_MAX):
             return
         assert isinstance(name, str)
         other = self.machines.get(name)
@@ -280,32 +272,32 @@ class _Validator:
         except ValueError:
             self.r.error((*path, "type"), f'unknown type "{v["type"]}"', "lxc or vm")
         if v.get("os_image") is not None:
-            self._image(v["os_image"], (*path, "os_image"))
-        m.config = self._string_map(v["config"], (*path, "config"))
-        m.devices = self._devices(v["devices"], (*path, "devices"))
+            values.image(self.r, v["os_image"], (*path, "os_image"), "")
+        m.config = values.string_map(self.r, v["config"], (*path, "config"))
+        m.devices = values.devices(self.r, v["devices"], (*path, "devices"))
         m.profiles = self._machine_profiles(d, v["profiles"], (*path, "profiles"))
         prio = v.get("boot_priority")
         if isinstance(prio, int) and not 0 <= prio <= 100:
             self.r.error((*path, "boot_priority"), f"{prio} is outside 0-100")
         sched = v.get("snapshots_schedule")
-        if isinstance(sched, str) and not _cron_ok(sched):
+        if isinstance(sched, str) and not values.cron_ok(sched):
             self.r.error((*path, "snapshots_schedule"), f'"{sched}" is not a cron schedule',
                          'five fields, e.g. "0 2 * * *" (daily at 02:00), or @daily')
         expiry = v.get("snapshots_expiry")
-        if isinstance(expiry, str) and not EXPIRY_RE.match(expiry):
+        if isinstance(expiry, str) and not values.EXPIRY_RE.match(expiry):
             self.r.error((*path, "snapshots_expiry"), f'"{expiry}" is not a duration',
                          'a number and a unit d, h or m, e.g. "30d"')
         pdata = v["persistent_data"]
         assert isinstance(pdata, Mapping)
         for vol, vraw in pdata.items():
             vpath: KeyPath = (*path, "persistent_data", str(vol))
-            if not isinstance(vol, str) or not ITEM_RE.match(vol):
-                self.r.error(vpath, "volume names are letters, digits, '.', '_' and '-'")
+            if not values.item(self.r, vol, vpath, "volume"):
                 continue
+            assert isinstance(vol, str)
             pv = schema.read("persistent_volume", vraw, vpath, self.r)
             if pv is None or "path" not in pv:
                 continue
-            mount = self._abs_path(pv["path"], (*vpath, "path"))
+            mount = values.abs_path(self.r, pv["path"], (*vpath, "path"))
             m.persistent.append(PersistentVolume(vol, mount, bool(pv["readonly"])))
         if m.type is InstanceType.LXC and not self.settings.allow_privileged:
             self._privileged(d, m)
@@ -328,12 +320,12 @@ class _Validator:
 
     def _privileged(self, d: _DomainSpec, m: _MachineSpec) -> None:
         hint = "use type: vm, or opt in with global.allow_privileged: true"
-        if m.config.get(PRIVILEGED_KEY, "").lower() in TRUE_WORDS:
+        if values.is_true(m.config.get(PRIVILEGED_KEY)):
             self.r.error((*m.path, "config", PRIVILEGED_KEY),
                          "a privileged LXC container shares root with the host", hint)
         for p in m.profiles:
             prof = d.profiles.get(p)
-            if prof is not None and prof.config.get(PRIVILEGED_KEY, "").lower() in TRUE_WORDS:
+            if prof is not None and values.is_true(prof.config.get(PRIVILEGED_KEY)):
                 self.r.error((*m.path, "profiles"), f'profile "{p}" makes this LXC container '
                              "privileged: it would share root with the host", hint)
 
@@ -360,27 +352,28 @@ class _Validator:
         assert isinstance(raw, Mapping)
         for name, vraw in raw.items():
             path: KeyPath = ("shared_volumes", str(name))
-            if not isinstance(name, str) or not ITEM_RE.match(name):
-                self.r.error(path, "shared volume names are letters, digits, '.', '_' and '-'")
+            if not values.item(self.r, name, path, "shared volume"):
                 continue
+            assert isinstance(name, str)
             v = schema.read("shared_volume", vraw, path, self.r)
             if v is None:
                 continue
-            source = self._abs_path(v.get("source") or
+            source = values.abs_path(self.r, v.get("source") or
                                     posixpath.join(self.settings.shared_volumes_base, name),
                                     (*path, "source"))
-            mount = self._abs_path(v.get("path") or f"/shared/{name}", (*path, "path"))
+            mount = values.abs_path(self.r, v.get("path") or f"/shared/{name}", (*path, "path"))
             consumers = v["consumers"]
             assert isinstance(consumers, Mapping)
             if not consumers:
                 self.r.warn((*path, "consumers"), "no consumers: the volume is mounted nowhere")
             modes: dict[str, str] = {}
+            names = self._names()
             for who, mode in consumers.items():
                 cpath: KeyPath = (*path, "consumers", str(who))
                 if mode not in ("ro", "rw"):
-                    self.r.error(cpath, f"must be ro or rw, not {_show(mode)}")
+                    self.r.error(cpath, f"must be ro or rw, not {values.show(mode)}")
                     continue
-                if self._reference(who, cpath, allow_host=False) is not None:
+                if policies.reference(self.r, names, who, cpath, allow_host=False):
                     modes[str(who)] = mode
             for m in self.machines.values():
                 mode = modes.get(m.name) or modes.get(m.domain)  # a machine entry wins
@@ -396,9 +389,9 @@ class _Validator:
         for p in m.profiles:  # a machine device overrides a profile device of the same name
             prof = d.profiles.get(p)
             for dev, conf in (prof.devices.items() if prof else ()):
-                devices[dev] = (_disk_path(conf), (*d.path, "profiles", p, "devices", dev))
+                devices[dev] = (values.disk_path(conf), (*d.path, "profiles", p, "devices", dev))
         for dev, conf in m.devices.items():
-            devices[dev] = (_disk_path(conf), (*m.path, "devices", dev))
+            devices[dev] = (values.disk_path(conf), (*m.path, "devices", dev))
         generated = [(f"pd-{pv.name}", pv.path, (*m.path, "persistent_data", pv.name))
                      for pv in m.persistent]
         generated += [(f"sv-{sv.volume}", sv.path, ("shared_volumes", sv.volume))
@@ -447,79 +440,9 @@ class _Validator:
                 devices += d.profiles[p].devices.values()
         return bool(m.v["gpu"]) or any(dev.get("type") == "gpu" for dev in devices)
 
-    # -- network policies -----------------------------------------------------------------------
-
-    def _policies(self, raw: object) -> list[NetworkPolicy]:
-        out: list[NetworkPolicy] = []
-        assert isinstance(raw, list)
-        for i, praw in enumerate(raw):
-            path: KeyPath = ("network_policies", i)
-            p = schema.read("policy", praw, path, self.r)
-            if p is None:
-                continue
-            ends = [self._reference(p.get(k), (*path, k)) if k in p else None
-                    for k in ("from", "to")]
-            ports = self._ports(p["ports"], (*path, "ports"))
-            proto = self._choice(p["protocol"], ("tcp", "udp"), (*path, "protocol"))
-            if None in ends or ports is False:
-                continue
-            src, dst = ends
-            assert src is not None and dst is not None and ports is not False
-            off = [e.domain for e in (src, dst)
-                   if e.domain is not None and not self.domains[e.domain].v["enabled"]]
-            if off:
-                self.r.warn(path, f'names disabled domain "{off[0]}": ignored until it is '
-                            "enabled")
-                continue
-            if src == dst:
-                self.r.warn(path, f'from and to are both "{src.name}": traffic within one '
-                            "place is never filtered, so this policy changes nothing")
-            out.append(NetworkPolicy(str(p["description"]), src, dst, ports, proto,
-                                     bool(p["bidirectional"])))
-        return out
-
-    def _reference(self, name: object, path: KeyPath, allow_host: bool = True
-                   ) -> Endpoint | None:
-        """Resolve a policy endpoint or volume consumer: host, a domain or a machine."""
-        if not isinstance(name, str):
-            self.r.error(path, f"must be a name, not {describe(name)}")
-            return None
-        if name == HOST and allow_host:
-            return Endpoint("host", HOST)
-        d, m = self.domains.get(name), self.machines.get(name)
-        if d and m:
-            self.r.error(path, f'"{name}" is both a domain and a machine', "rename one of them")
-            return None
-        if d:
-            return Endpoint("domain", name, domain=name)
-        if m:
-            return Endpoint("machine", name, domain=m.domain, ip=self.ips.get(name))
-        choices = [*self.domains, *self.machines, *([HOST] if allow_host else [])]
-        self.r.error(path, f'"{name}" is not a known domain or machine'
-                     + (' (nor "host")' if allow_host else ""), schema.suggest(name, choices))
-        return None
-
-    def _ports(self, raw: object, path: KeyPath) -> tuple[int, ...] | bool | None:
-        """None for all ports, the ports, or False when invalid (reported)."""
-        if raw == "all":
-            return None
-        if not isinstance(raw, list) or not raw:
-            self.r.error(path, f"must be a list of ports or all, not {describe(raw)}"
-                         if raw != [] else "must not be empty", 'e.g. [80, 443] or "all"')
-            return False
-        ok = True
-        out: list[int] = []
-        for i, port in enumerate(raw):
-            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-                self.r.error((*path, i), f"{_show(port)} is not a port (1-65535)")
-                ok = False
-            elif port not in out:
-                out.append(port)
-        return tuple(out) if ok else False
-
     # -- building -------------------------------------------------------------------------------
 
-    def _build(self, project: str, policies: list[NetworkPolicy], version: int) -> Infra:
+    def _build(self, project: str, flows: list[NetworkPolicy], version: int) -> Infra:
         domains = []
         for d in sorted(self.domains.values(), key=lambda d: d.name):
             seq, subnet = self.subnets[d.name]
@@ -529,7 +452,7 @@ class _Validator:
                 description=str(d.v["description"]), trust_level=d.trust,
                 ephemeral=bool(d.v["ephemeral"]), profiles=tuple(d.profiles.values()),
                 machines=machines))
-        return Infra(project, self.settings, tuple(domains), tuple(policies), version)
+        return Infra(project, self.settings, tuple(domains), tuple(flows), version)
 
     def _build_machine(self, d: _DomainSpec, m: _MachineSpec) -> Machine:
         v = m.v
@@ -546,93 +469,6 @@ class _Validator:
             snapshots_schedule=_str_or_none(v.get("snapshots_schedule")),
             snapshots_expiry=_str_or_none(v.get("snapshots_expiry")),
             persistent_data=tuple(m.persistent), shared_volumes=tuple(m.mounts))
-
-    # -- small checks ---------------------------------------------------------------------------
-
-    def _name(self, name: object, path: KeyPath, what: str, maximum: int) -> bool:
-        if not isinstance(name, str):
-            self.r.error(path, f"{what} names must be strings, not {describe(name)}", QUOTE_HINT)
-            return False
-        if not NAME_RE.match(name):
-            self.r.error(path, f'invalid {what} name "{name}"',
-                         "lowercase letters, digits and '-', not starting or ending with '-'")
-            return False
-        if len(name) > maximum:
-            why = " (its bridge net-<name> must fit in 15 characters)" if what == "domain" else ""
-            self.r.error(path, f'{what} name "{name}" is longer than {maximum} characters{why}')
-            return False
-        if name == HOST:
-            self.r.error(path, f'"{HOST}" is reserved: network policies use it for the appliance')
-            return False
-        return True
-
-    def _choice(self, value: object, choices: tuple[str, ...], path: KeyPath) -> str:
-        if value in choices:
-            return str(value)
-        self.r.error(path, f"must be one of {', '.join(choices)}, not {_show(value)}",
-                     schema.suggest(str(value), choices))
-        return choices[0]
-
-    def _image(self, value: object, path: KeyPath) -> str:
-        if isinstance(value, str) and IMAGE_RE.match(value):
-            return value
-        self.r.error(path, f"{_show(value)} is not an image alias or fingerprint",
-                     'e.g. "debian/13" or "images:debian/13"')
-        return GlobalSettings.default_os_image
-
-    def _abs_path(self, value: object, path: KeyPath) -> str:
-        if (isinstance(value, str) and value.startswith("/") and "\0" not in value
-                and ".." not in value.split("/")):
-            return posixpath.normpath(value)
-        self.r.error(path, f"{_show(value)} is not an absolute path",
-                     'it starts with "/" and has no ".." in it')
-        return "/"
-
-    def _string_map(self, raw: object, path: KeyPath) -> dict[str, str]:
-        """Incus config keys take strings: YAML `true`/`2` become "true"/"2"."""
-        out: dict[str, str] = {}
-        assert isinstance(raw, Mapping)
-        for key, value in raw.items():
-            if not isinstance(key, str) or not key:
-                self.r.error((*path, str(key)), f"keys must be strings, not {describe(key)}")
-            elif isinstance(value, bool):
-                out[key] = "true" if value else "false"
-            elif isinstance(value, str | int | float):
-                out[key] = str(value)
-            else:
-                self.r.error((*path, key), f"must be a string, number or boolean, not "
-                             f"{describe(value)}")
-        return out
-
-    def _devices(self, raw: object, path: KeyPath) -> dict[str, dict[str, str]]:
-        out: dict[str, dict[str, str]] = {}
-        assert isinstance(raw, Mapping)
-        for name, conf in raw.items():
-            if not isinstance(name, str) or not ITEM_RE.match(name):
-                self.r.error((*path, str(name)),
-                             "device names are letters, digits, '.', '_' and '-'")
-            elif not isinstance(conf, Mapping):
-                self.r.error((*path, name), f"must be a mapping, not {describe(conf)}",
-                             "e.g. {type: disk, source: /srv/x, path: /x}")
-            else:
-                out[name] = self._string_map(conf, (*path, name))
-        return out
-
-
-def _disk_path(conf: Mapping[str, str]) -> str | None:
-    return conf.get("path") if conf.get("type") == "disk" else None
-
-
-def _cron_ok(s: str) -> bool:
-    if s.strip() in CRON_ALIASES:
-        return True
-    fields = s.split()
-    return len(fields) == 5 and all(CRON_FIELD_RE.match(f) for f in fields)
-
-
-def _show(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value) if value is not None \
-        else "nothing"
 
 
 def _int_or_none(v: object) -> int | None:
