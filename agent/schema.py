@@ -9,7 +9,7 @@ wrong type are errors; it returns the values with defaults filled in. Rules beyo
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from anklume.agent.problems import KeyPath, Report, describe
@@ -111,9 +111,9 @@ def known(level: str) -> tuple[str, ...]:
     return tuple(_BY_LEVEL[level])
 
 
-def suggest(name: str, choices: object) -> str | None:
+def suggest(name: str, choices: Iterable[object]) -> str | None:
     """`did you mean "x"?` for a misspelt key or name, or None."""
-    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)
     return f'did you mean "{close[0]}"?' if close else None
 
 
