@@ -188,3 +188,25 @@ def test_other_tables_are_left_alone(netns):
     nftables.apply(nftables.plan(_infra(A, B)))
     nftables.remove()
     assert _nft(netns, "list", "table", "inet", "incus").stdout == before
+
+
+def test_every_rule_shape_reads_back_identically(netns):
+    # Canonical form check for each kind of rule we render: if nft printed any of them
+    # differently, the re-plan would not be empty and every reconcile would rewrite the table.
+    host = Endpoint("host", "host")
+    a1 = Endpoint("machine", "a1", "nfta", IP("10.220.1.1"))
+    pols = (
+        WEB,
+        NetworkPolicy("udp set", Endpoint("domain", "nfta", "nfta"),
+                      Endpoint("domain", "nftc", "nftc"), (5353, 53, 53), protocol="udp"),
+        NetworkPolicy("all, both ways", Endpoint("domain", "nftb", "nftb"), a1,
+                      bidirectional=True),
+        NetworkPolicy("a1 → hôte (ssh) \"quoted\" " + "x" * 150, a1, host, (22,)),
+        NetworkPolicy("host to b", host, Endpoint("domain", "nftb", "nftb"), (80, 443),
+                      bidirectional=True),
+        NetworkPolicy("host to a1, all", host, a1),
+    )
+    inf = _infra(A, B, C, policies=pols)
+    nftables.apply(nftables.plan(inf))
+    assert _live_lines(netns) == table_lines(nftables.render(inf))
+    assert nftables.plan(inf).empty
