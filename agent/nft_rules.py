@@ -55,14 +55,14 @@ class Rule:
         return f'{self.match} comment "{comment_text(self.comment)}"'
 
 
-def comment_text(s: str) -> str:
+def comment_text(s: str, limit: int = _COMMENT_MAX) -> str:
     """A comment nft accepts: no quotes/backslashes/control characters, at most 128 bytes."""
     s = s.replace('"', "'").replace("\\", "/")
     s = re.sub(r"[\s\x00-\x1f\x7f]+", " ", s).strip()
     raw = s.encode()
-    if len(raw) > _COMMENT_MAX:
+    if len(raw) > limit:
         # Cut on a character boundary: a split UTF-8 sequence would not round-trip.
-        s = raw[:_COMMENT_MAX].decode(errors="ignore")
+        s = raw[:limit].decode(errors="ignore")
     return s
 
 
@@ -119,7 +119,8 @@ def _policy_rules(ends: _Endpoints, pol: NetworkPolicy) -> list[Rule]:
     label = pol.description or f"{pol.source.name} -> {pol.target.name}"
     rules = []
     for src, dst, suffix in directions:
-        comment = f"policy: {label}{suffix}"
+        # Shorten the description, not the suffix: a policy's two directions stay distinct.
+        comment = comment_text(f"policy: {label}", _COMMENT_MAX - len(suffix)) + suffix
         if src.kind == "host" and dst.kind == "host":
             continue  # nothing between the host and itself to open
         if dst.kind == "host":

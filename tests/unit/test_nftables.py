@@ -223,6 +223,16 @@ def test_comment_sanitized_for_nft():
     assert len(out.encode()) <= 128 and out == "é" * 64
 
 
+def test_long_description_keeps_the_reverse_suffix():
+    pol = NetworkPolicy("d" * 300, ep_domain("pro"), ep_domain("perso"), (22,),
+                        bidirectional=True)
+    comments = [r.comment for r in desired_rules(infra(PRO, PERSO, policies=(pol,)))
+                if r.comment.startswith("policy")]
+    assert len(comments) == 2 and comments[0] != comments[1]
+    assert comments[1].endswith(" (reverse)")
+    assert all(len(c.encode()) == 128 for c in comments)
+
+
 @given(st.text(max_size=300))
 def test_comment_always_fits(s):
     out = comment_text(s)
