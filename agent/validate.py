@@ -319,15 +319,18 @@ class _Validator:
         return tuple(out)
 
     def _privileged(self, d: _DomainSpec, m: _MachineSpec) -> None:
+        # As Incus resolves it: the instance's own key wins, else the last profile setting it.
         hint = "use type: vm, or opt in with global.allow_privileged: true"
-        if values.is_true(m.config.get(PRIVILEGED_KEY)):
-            self.r.error((*m.path, "config", PRIVILEGED_KEY),
-                         "a privileged LXC container shares root with the host", hint)
-        for p in m.profiles:
-            prof = d.profiles.get(p)
-            if prof is not None and values.is_true(prof.config.get(PRIVILEGED_KEY)):
-                self.r.error((*m.path, "profiles"), f'profile "{p}" makes this LXC container '
-                             "privileged: it would share root with the host", hint)
+        if PRIVILEGED_KEY in m.config:
+            if values.is_true(m.config[PRIVILEGED_KEY]):
+                self.r.error((*m.path, "config", PRIVILEGED_KEY),
+                             "a privileged LXC container shares root with the host", hint)
+            return
+        setters = [p for p in m.profiles if p in d.profiles
+                   and PRIVILEGED_KEY in d.profiles[p].config]
+        if setters and values.is_true(d.profiles[setters[-1]].config[PRIVILEGED_KEY]):
+            self.r.error((*m.path, "profiles"), f'profile "{setters[-1]}" makes this LXC '
+                         "container privileged: it would share root with the host", hint)
 
     # -- addressing -----------------------------------------------------------------------------
 

@@ -672,3 +672,16 @@ def test_problem_and_error_text():
     e = ValidationError([p, Problem("global", "worse")])
     assert str(e).splitlines() == ["infra.yml is invalid (2 problems):",
                                    f"  - {p}", "  - global: worse"]
+
+
+def test_privileged_as_incus_resolves_it(tmp_path):
+    data = doc()
+    data["domains"]["pro"]["profiles"] = {"priv": {"config": {"security.privileged": True}},
+                                          "unpriv": {"config": {"security.privileged": False}}}
+    machines = data["domains"]["pro"]["machines"]
+    machines["pro-dev"].update(profiles=["default", "priv"],
+                               config={"security.privileged": "false"})
+    machines["pro-web"]["profiles"] = ["priv", "unpriv"]
+    ok(tmp_path, data)
+    machines["pro-web"]["profiles"] = ["unpriv", "priv"]
+    assert where(errors(tmp_path, data)) == ["domains.pro.machines.pro-web.profiles"]
