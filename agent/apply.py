@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anklume.agent.incus_api import Incus, IncusError
-from anklume.agent.plan import Action, Plan
+from anklume.agent.plan import Action, Op, Plan
 from anklume.agent.resources import PROTECT_KEY, Resource, label
 
 from anklume import log
@@ -245,19 +245,40 @@ def apply(plan: Plan, incus: Incus | None = None, *, workers: int = WORKERS,
                   duration_ms=int(dt * 1000))
         return Outcome(a, seconds=dt)
 
+    # A new instance starts in the same worker right after its creation, instead of waiting
+    # for every other creation to finish: Incus works on starts and creations in parallel.
+    # Its other dependencies (the firewall) are on earlier levels, already settled by then.
+    follow = {a.key: a for a in plan if a.op is Op.START and a.observed is None}
+    followed: set[int] = set()
+
+    def chain(a: Action) -> list[Outcome]:
+        first = one(a)
+        nxt = follow.get(a.key) if a.op is Op.CREATE else None
+        if nxt is None:
+            return [first]
+        followed.add(id(nxt))
+        if not first.ok:
+            return [first, Outcome(nxt, skipped=f"{a.label} failed")]
+        late = next((d for d in nxt.depends_on if d in bad), None)
+        if late is not None:
+            return [first, Outcome(nxt, skipped=f"{label(late)} {bad[late]}")]
+        return [first, one(nxt)]
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for level in plan.levels():
             todo: list[Action] = []
             for a in level:
+                if id(a) in followed:
+                    continue
                 dep = next((d for d in a.depends_on if d in bad), None)
                 if dep is not None:
-                    o = Outcome(a, skipped=f"{label(dep)} {bad[dep]}")
-                    outcomes.append(o)
+                    outcomes.append(Outcome(a, skipped=f"{label(dep)} {bad[dep]}"))
                     bad[a.key] = "skipped"
                 else:
                     todo.append(a)
-            for o in pool.map(one, todo):
-                outcomes.append(o)
-                if not o.ok:
-                    bad[o.action.key] = "failed"
+            for group in pool.map(chain, todo):
+                for o in group:
+                    outcomes.append(o)
+                    if not o.ok:
+                        bad[o.action.key] = "failed" if o.error is not None else "skipped"
     return Result(tuple(outcomes), time.monotonic() - t0)
