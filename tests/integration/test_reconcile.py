@@ -80,7 +80,13 @@ def wait_ip(incus: Incus, project: str, name: str, want: str) -> None:
         if got == want:
             return
         time.sleep(0.3)
-    pytest.fail(f"{project}/{name}: eth0 has {got}, expected {want} within {IP_TIMEOUT} s")
+    # DHCP to the host passes the `inet anklume` input chain: one table per host, so a suite
+    # applying another infra at the same time can cut this one's DHCP off. Say whose it is.
+    nft = subprocess.run(["nft", "list", "table", "inet", "anklume"], capture_output=True,
+                         text=True).stdout
+    bridges = sorted({w.strip('"') for w in nft.split() if w.startswith('"net-')})
+    pytest.fail(f"{project}/{name}: eth0 has {got}, expected {want} within {IP_TIMEOUT} s "
+                f"(host firewall table now covers {', '.join(bridges) or 'nothing'})")
 
 
 def incus_actions(stdout: str) -> list[str]:
