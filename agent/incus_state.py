@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,14 +20,15 @@ def _cfg(d: Mapping[str, Any] | None) -> Mapping[str, str]:
     return frozen_map({k: str(v) for k, v in (d or {}).items()})
 
 
-def vm_unsupported(server: Mapping[str, Any]) -> str | None:
-    """Why this Incus cannot run VMs, from GET /1.0 (None: it can)."""
+def vm_unsupported(server: Mapping[str, Any], host: Mapping[str, Any] | None = None) -> str | None:
+    """Why this Incus cannot run VMs, from GET /1.0 and host facts (None: it can)."""
     drivers = [d.strip() for d in str(server.get("environment", {}).get("driver", "")).split("|")]
     if "qemu" in drivers:
         return None
-    return ("this host's Incus has no VM driver (drivers: " + ", ".join(d for d in drivers if d)
-            + "); usually /dev/vhost-vsock is missing (no vhost_vsock kernel module) or QEMU "
-            "is not installed")
+    why = "usually /dev/vhost-vsock is missing (no vhost_vsock kernel module) or QEMU is absent"
+    if host is not None and not host.get("vhost_vsock", True):
+        why = "this host has no /dev/vhost-vsock (its kernel lacks the vhost_vsock module)"
+    return f"Incus here has no VM driver (drivers: {', '.join(d for d in drivers if d)}): {why}"
 
 
 def parse(raw: Mapping[str, Any]) -> State:
@@ -56,7 +58,7 @@ def parse(raw: Mapping[str, Any]) -> State:
             devices=_devices(i.get("devices")), profiles=tuple(i.get("profiles") or ()),
             instance_type=i.get("type", ""), status=i.get("status", ""),
             architecture=i.get("architecture", "")))
-    return State.of(out, vm_unsupported=vm_unsupported(raw.get("server", {})))
+    return State.of(out, vm_unsupported=vm_unsupported(raw.get("server", {}), raw.get("host")))
 
 
 def read_raw(incus: Incus) -> dict[str, Any]:
@@ -64,6 +66,8 @@ def read_raw(incus: Incus) -> dict[str, Any]:
     every = {"recursion": "1", "all-projects": "true"}
     return {
         "server": incus.get("/1.0"),
+        # Incus runs on this machine: what it lacks for VMs can be seen from here.
+        "host": {"vhost_vsock": os.path.exists("/dev/vhost-vsock")},
         "projects": incus.get("/1.0/projects", params={"recursion": "1"}),
         # Our bridges live in the default project (domain projects keep features.networks off).
         "networks": incus.get("/1.0/networks", params={"recursion": "1"}),

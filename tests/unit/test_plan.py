@@ -259,7 +259,7 @@ def test_vm_on_a_host_without_vm_support_is_a_clear_conflict(infra):
     obs = observed("fresh")
     p = plan(want(i), obs)
     conflicts = {n.label: n.reason for n in p.conflicts}
-    assert "vhost" in conflicts["instance perso/perso-box"]
+    assert "no /dev/vhost-vsock" in conflicts["instance perso/perso-box"]
     assert ("create", "instance work/work-dev") in ops(p)  # the others still go ahead
     p2 = plan(want(i), replace(obs, vm_unsupported=None))
     vm = next(a for a in p2 if a.label == "instance perso/perso-box")
