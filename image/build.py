@@ -153,7 +153,8 @@ def prepare_caches(paths: Paths, ks: keys.KeySet) -> list[str]:
         "config": (_INITRD_CACHE_GLOB, "the mkosi configuration changed"),
     }
     for key, (glob, why) in drops.items():
-        if old.get(key) == new[key]:
+        # No record means the caches predate this code (or do not exist): nothing to compare.
+        if key not in old or old[key] == new[key]:
             continue
         victims = list(paths.mkosi_cache.glob(glob))
         for v in victims:
@@ -161,18 +162,11 @@ def prepare_caches(paths: Paths, ks: keys.KeySet) -> list[str]:
                 shutil.rmtree(v)
             else:
                 v.unlink()
-        if victims and key in old:
+        if victims:
             dropped.append(f"{glob}: {why}")
-    # Written only after a successful build (see `build`), so a failed build retries the drop.
+    # Recorded before mkosi runs: whatever cache this build saves is made with these inputs.
+    stamps.write_text(json.dumps(new))
     return dropped
-
-
-def _save_stamps(paths: Paths, ks: keys.KeySet) -> None:
-    stamps = paths.mkosi_cache / "anklume-stamps.json"
-    stamps.write_text(json.dumps({
-        "db_cert": _fingerprint(ks.db_cert),
-        "config": _fingerprint(*config_files(paths.repo)),
-    }))
 
 
 def _pylxd_version() -> str:
@@ -294,7 +288,6 @@ def build(
     rc = _stream(argv, logfile)
     if rc != 0:
         raise BuildError(f"mkosi failed with status {rc}", hint=f"see {logfile}")
-    _save_stamps(paths, ks)
 
     clean_outputs(paths.build_dir)
     stem = artifacts.output_name(version)
