@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,12 +136,10 @@ class Esp:
         return self._m("mtype", f"::{path}")
 
     def write(self, path: str, data: bytes) -> None:
-        tmp = Path(f"/tmp/anklume-esp-{os.getpid()}")
-        tmp.write_bytes(data)
-        try:
-            self._m("mcopy", "-o", str(tmp), f"::{path}")
-        finally:
-            tmp.unlink()
+        with tempfile.NamedTemporaryFile(prefix="anklume-esp-") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            self._m("mcopy", "-o", tmp.name, f"::{path}")
 
     def delete(self, path: str) -> None:
         self._m("mdel", f"::{path}")

@@ -115,17 +115,21 @@ for u in $units; do
 done
 say "kernel_verity_errors=$(dmesg 2>/dev/null | grep -ci 'verity.*corrupt')"
 
-G=8be4df61-93ca-11d0-aa4d-00a0c90fe50c
+G=8be4df61-93ca-11d2-aa0d-00e098032b8c  # EFI_GLOBAL_VARIABLE
 L=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
 sb=$(efivar SecureBoot-$G)
 say "secureboot=$sb"
 [ "$sb" = 1 ] || fail secureboot
 say "setupmode=$(efivar SetupMode-$G)"
+say "efivars_sb=$(ls /sys/firmware/efi/efivars/ | grep -E '^(SecureBoot|SetupMode|PK|KEK|db)-' \
+    | paste -sd, -)"
+say "bootctl_secure_boot=$(bootctl status 2>/dev/null | grep -m1 -i 'secure boot:' | sed 's/^ *//')"
 say "lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null)"
 say "loader_entry=$(efistr LoaderEntrySelected-$L)"
 say "loader_info=$(efistr LoaderInfo-$L)"
 say "stub_info=$(efistr StubInfo-$L)"
 say "kernel=$(uname -r)"
+say "startup=$(systemd-analyze time 2>/dev/null | head -n 1)"
 ( . /etc/os-release; say "os_image_id=${IMAGE_ID:-}"; say "os_image_version=${IMAGE_VERSION:-}" )
 
 if command -v anklume >/dev/null; then

@@ -27,7 +27,9 @@ def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
     assert r["failed_units"] == "", f"failed units in the guest: {r['failed_units']}"
     assert r["system_state"] == "running"
     assert r["multi_user"] == "active"
-    assert main_boot.report.result == "ok", f"guest self-check failed: {r.reasons}"
+    # The guest's own verdict covers more than this test (Secure Boot, the CLI): only its
+    # boot-health reasons belong here; the other tests assert the rest precisely.
+    assert not {"system_state", "failed_units"} & set(r.reasons), r.reasons
 
 
 def test_usr_is_verity_with_the_hash_pinned_by_the_signed_uki(main_boot: Boot, artifacts) -> None:
@@ -127,9 +129,13 @@ def test_unsigned_uki_is_refused(artifacts, enrolled_vars: Path, scratch: Path) 
     os_came_up = [r"ANKLUME-TEST", r"Linux version", r"EFI stub:", r"systemd\[1\]"]
 
     def body(vm: harness.VM) -> None:
-        # systemd-boot reports the firmware's EFI_SECURITY_VIOLATION for the entry.
+        # systemd-boot names the entry and the firmware's refusal (EFI_ACCESS_DENIED for an
+        # image whose hash/signature is not in db; EFI_SECURITY_VIOLATION on some firmware).
         m = vm.wait_for(
-            r"(?i)security violation|access denied", fail_patterns=os_came_up, timeout=240
+            r"Error loading \\EFI\\Linux\\anklume-unsigned\.efi: "
+            r"(?i:access denied|security violation)",
+            fail_patterns=os_came_up,
+            timeout=240,
         )
         print(f"refused after {vm.elapsed():.1f} s: {m.group(0)!r}")
         # And nothing boots afterwards: no fallback into some other kernel.
@@ -168,15 +174,26 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, enrolled_vars: Path, scr
     ran_silently = [r"ANKLUME-TEST"]
 
     def body(vm: harness.VM) -> None:
+        # The kernel's own dm-verity message: the flipped bytes are in data block 0.
         m = vm.wait_for(
-            r"(?i)verity.*(corrupt|error|fail)|corrupted",
+            r"device-mapper: verity: \S+: data block 0 is corrupted",
             fail_patterns=ran_silently,
             timeout=300,
         )
         print(f"detected after {vm.elapsed():.1f} s: {m.group(0)!r}")
-        with pytest.raises((harness.BootTimeout, harness.BootFailure)):
-            # The OS must not come up after all: the check unit never reports.
-            vm.wait_for(guest.RESULT, timeout=30, log="channel")
+        # Then the boot stops: an emergency stop, a reboot or a power-off by the image's failure
+        # policy; whichever it is, the OS never comes up and the check unit never reports.
+        try:
+            stop = vm.wait_for(
+                r"emergency mode|Failed to mount|Dependency failed|reboot: Restarting system",
+                fail_patterns=ran_silently,
+                timeout=180,
+            )
+            print(f"boot stopped after {vm.elapsed():.1f} s: {stop.group(0)!r}")
+        except harness.BootFailure:
+            if vm.running() or vm.proc is None or vm.proc.returncode != 0:
+                raise
+            print(f"guest powered off after {vm.elapsed():.1f} s")
         assert "ANKLUME-TEST" not in vm.channel.text()
 
     harness.run_vm(spec, body)
