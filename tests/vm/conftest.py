@@ -42,6 +42,9 @@ BOOT_FAILURES = [
 FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
 
 
+_SESSION_START = time.time()  # conftest is imported when the session starts
+
+
 def log_dir_for(name: str) -> Path:
     return LOG_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -111,6 +114,7 @@ class Boot:
     resets: int  # guest resets seen (key enrolment)
     stages: dict[str, float]  # seconds since QEMU started, per milestone
     accel: str
+    unplug: str  # "ok after N s" or why the scratch disk's hot-unplug failed
 
     def timing(self) -> str:
         marks = ", ".join(f"{k} {v:.1f} s" for k, v in self.stages.items())
@@ -122,13 +126,25 @@ class Boot:
 CHECK_START_GRACE = 120
 
 
+SCRATCH_DISK_ID = "scratchdisk"
+
+
 def boot_and_check(
     name: str,
     image: Path,
     vars_template: Path = harness.OVMF_VARS,
     timeout: float = FIRST_BOOT_TIMEOUT,
 ) -> Boot:
-    """Boot `image` (a private copy) with the check unit; wait for its report and power-off."""
+    """Boot `image` (a private copy) with the check unit; wait for its report and power-off.
+
+    While the OS runs, a scratch disk on its own PCIe root port is hot-unplugged over QMP: the
+    copy-to-RAM tests unplug the boot disk the same way, so the mechanism is proven here on the
+    real guest kernel at the cost of a few seconds.
+    """
+    scratch = image.with_name(f"{image.stem}-scratch.qcow2")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), "16M"], check=True, timeout=60
+    )
     spec = harness.VMSpec(
         name=name,
         disk=image,
@@ -136,6 +152,7 @@ def boot_and_check(
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
         smbios=guest.smbios_credentials(),
+        extra_args=harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
     )
 
     def body(vm: harness.VM) -> Boot:
@@ -154,6 +171,12 @@ def boot_and_check(
                 log="channel",
             )
         stages["check-started"] = vm.elapsed()
+        t0 = vm.elapsed()
+        try:
+            vm.device_del(SCRATCH_DISK_ID, timeout=60)
+            unplug = f"ok after {vm.elapsed() - t0:.1f} s"
+        except harness.VMError as e:
+            unplug = str(e).splitlines()[0]
         vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=300, log="channel")
         stages["report"] = vm.elapsed()
         vm.wait_exit(120)
@@ -168,10 +191,14 @@ def boot_and_check(
             resets=vm.resets(),
             stages=stages,
             accel=vm.accel,
+            unplug=unplug,
         )
 
-    boot = harness.run_vm(spec, body)
-    timing = f"{name}: {boot.timing()}\n"
+    try:
+        boot = harness.run_vm(spec, body)
+    finally:
+        scratch.unlink(missing_ok=True)
+    timing = f"{name}: {boot.timing()}; scratch disk unplug {boot.unplug}\n"
     (boot.log_dir / "timing.txt").write_text(timing)
     print(timing, end="")
     return boot
@@ -200,3 +227,17 @@ def enrolled_vars(main_boot: Boot) -> Path:
             pytrace=False,
         )
     return main_boot.vars_after
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Boot timings of this run at the end of the output (CI logs keep them)."""
+    lines = []
+    if LOG_ROOT.is_dir():
+        for t in sorted(LOG_ROOT.glob("*/timing.txt")):
+            if t.stat().st_mtime >= _SESSION_START:
+                lines.append(t.read_text().strip())
+    if lines:
+        terminalreporter.section("VM boot timings")
+        for line in lines:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"logs: {LOG_ROOT}")

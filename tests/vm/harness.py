@@ -526,6 +526,15 @@ class VM:
             raise VMError(f"device {device_id} not released: {e}", self) from None
 
 
+def hotplug_disk_args(device_id: str, image: Path, chassis: int, fmt: str = "qcow2") -> list[str]:
+    """QEMU arguments for an extra disk on its own PCIe root port (so device_del works)."""
+    return [
+        "-device", f"pcie-root-port,id=rp-{device_id},chassis={chassis},slot={chassis}",
+        "-drive", f"if=none,id={device_id}-drv,format={fmt},file={image}",
+        "-device", f"virtio-blk-pci,drive={device_id}-drv,id={device_id},bus=rp-{device_id}",
+    ]  # fmt: skip
+
+
 T = TypeVar("T")
 
 

@@ -32,6 +32,12 @@ def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
     assert not {"system_state", "failed_units"} & set(r.reasons), r.reasons
 
 
+def test_disk_hot_unplug_works_in_the_guest(main_boot: Boot) -> None:
+    """The harness's device_del on a PCIe root port, acknowledged by the guest kernel: what the
+    copy-to-RAM tests rely on to pull the boot disk out from under a running system."""
+    assert main_boot.unplug.startswith("ok"), main_boot.unplug
+
+
 def test_usr_is_verity_with_the_hash_pinned_by_the_signed_uki(main_boot: Boot, artifacts) -> None:
     r = main_boot.report
     # The build's usr hash is read from the signed UKI's .cmdline section (artifacts.find).
