@@ -200,7 +200,9 @@ class QMP:
     DEVICE_DELETED) are collected while the test is busy reading logs; every call has a timeout.
     """
 
-    def __init__(self, socket_path: Path, timeout: float = 30) -> None:
+    def __init__(
+        self, socket_path: Path, timeout: float = 30, alive: Callable[[], bool] = lambda: True
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -213,8 +215,7 @@ class QMP:
                 self._run(self._client.connect(str(socket_path)), 5)
                 break
             except Exception:
-                # QEMU creates the socket early but may not accept yet; retry until the deadline.
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or not alive():
                     self.close()
                     raise
                 time.sleep(0.2)
@@ -391,8 +392,14 @@ class VM:
                 start_new_session=True,
             )
         self.started_at = time.monotonic()
+        sock = self.workdir / "qmp.sock"
+        # QEMU binds the socket during start-up; an emulator that exits first (bad arguments,
+        # missing firmware) is reported at once with its own message.
+        while not sock.exists() and self.elapsed() < 30:
+            self._check_alive()
+            time.sleep(0.05)
         try:
-            self.qmp = QMP(self.workdir / "qmp.sock")
+            self.qmp = QMP(sock, alive=self.running)
         except Exception as e:
             self._check_alive()
             raise VMError(f"QMP connection to {self.spec.name} failed: {e!r}", self) from e
@@ -457,7 +464,11 @@ class VM:
             if expect_exit:
                 return
             raise BootFailure(f"guest powered off (QEMU exit 0) after {self.elapsed():.0f} s", self)
-        raise EmulatorCrashed(f"QEMU exited with status {rc}", self)
+        # Killed by a signal (abort, segfault) or an emulator-internal error: a QEMU crash,
+        # worth the one retry. Any other status is a usage error that a retry cannot fix.
+        if rc < 0 or "internal error" in self._qemu_output().lower():
+            raise EmulatorCrashed(f"QEMU crashed (status {rc})", self)
+        raise VMError(f"QEMU exited with status {rc}", self)
 
     # waiting
 

@@ -89,6 +89,8 @@ def test_secure_boot_is_enabled_and_enforced(main_boot: Boot) -> None:
 def test_anklume_cli_in_the_image(main_boot: Boot, artifacts) -> None:
     r = main_boot.report
     assert r["anklume_path"], "the anklume command is not in the image's PATH"
+    # The image's own version (os-release, set by the build) and the CLI's agree with the build.
+    assert r["os_image_version"] == artifacts.version, r["os_image_version"]
     assert r["anklume_version"] == f"anklume {artifacts.version}", r["anklume_version"]
     assert r["anklume_help_rc"] == "0"
     help_text = base64.b64decode(r["anklume_help_b64"]).decode(errors="replace")

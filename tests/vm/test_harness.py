@@ -112,3 +112,18 @@ def test_harness_boots_firmware_and_cleans_up(qemu_host: str, tmp_path: Path) ->
     assert not vm.running()
     assert not workdir.exists()
     assert (vm.log_dir / "serial.log").stat().st_size > 0
+
+
+@pytest.mark.vm
+def test_harness_reports_a_qemu_that_cannot_start(qemu_host: str, tmp_path: Path) -> None:
+    """A usage error surfaces at once with QEMU's own message, and is not retried."""
+    spec = harness.VMSpec(
+        name="bad-args",
+        disk=tmp_path / "missing.qcow2",
+        log_dir=log_dir_for("bad-args"),
+    )
+    calls = []
+    with pytest.raises(harness.VMError, match=r"missing\.qcow2") as e:
+        harness.run_vm(spec, calls.append)
+    assert not isinstance(e.value, harness.EmulatorCrashed)
+    assert calls == []
