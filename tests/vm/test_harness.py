@@ -127,3 +127,16 @@ def test_harness_reports_a_qemu_that_cannot_start(qemu_host: str, tmp_path: Path
         harness.run_vm(spec, calls.append)
     assert not isinstance(e.value, harness.EmulatorCrashed)
     assert calls == []
+
+
+def test_logwatch_strips_escapes_and_moves_past_matches(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"\x1b[2J\x1b[01;01HBdsDxe: loading\r\nlogin: \x1b[0;32mOK\x1b[0m\n")
+    w = harness.LogWatch(log)
+    m = w.search(re.compile(r"BdsDxe: loading\nlogin: OK"))
+    assert m
+    w.cursor = m.end()
+    assert w.search(re.compile("BdsDxe")) is None  # only newer output counts after a match
+    with log.open("ab") as f:
+        f.write(b"BdsDxe again\n")
+    assert w.search(re.compile("BdsDxe again"))
