@@ -215,18 +215,11 @@ def main_boot(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
     return boot
 
 
-@pytest.fixture(scope="session")
-def enrolled_vars(main_boot: Boot) -> Path:
-    """OVMF variables with our Secure Boot keys enrolled (saved from the main boot), so later
-    boots skip the enrolment reboot and start in user mode, where signatures are enforced."""
-    if main_boot.report.get("secureboot") != "1" or main_boot.report.get("setupmode") != "0":
-        pytest.fail(
-            "the main boot did not end with Secure Boot enforced (secureboot="
-            f"{main_boot.report.get('secureboot')!r}, setupmode="
-            f"{main_boot.report.get('setupmode')!r}); boots that rely on it are meaningless",
-            pytrace=False,
-        )
-    return main_boot.vars_after
+def record_timing(vm: harness.VM, text: str) -> None:
+    """One line for the timings summary (and timing.txt next to the VM's logs)."""
+    line = f"{vm.spec.name}: accel={vm.accel} resets={vm.resets()}: {text}"
+    (vm.log_dir / "timing.txt").write_text(line + "\n")
+    print(line)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -2,6 +2,8 @@
 
 The cheap facts share one boot (`main_boot`: multi-user, verity, Secure Boot, the CLI); the
 negative tests (unsigned UKI, corrupted /usr) need a tampered disk each, so a boot each.
+Each boot starts from fresh OVMF variables, like a new machine: systemd-boot enrols our keys
+from the ESP and resets once; only then are signatures enforced. So no test depends on another.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import disk
 import guest
 import harness
 import pytest
-from conftest import Boot, log_dir_for
+from conftest import Boot, log_dir_for, record_timing
 
 pytestmark = pytest.mark.vm
 
@@ -103,9 +105,11 @@ def test_anklume_cli_in_the_image(main_boot: Boot, artifacts) -> None:
 # --- negative boots ----------------------------------------------------------------------------
 
 
-def test_unsigned_uki_is_refused(artifacts, enrolled_vars: Path, scratch: Path) -> None:
+def test_unsigned_uki_is_refused(artifacts, scratch: Path) -> None:
     """The signed UKI with its signature stripped (same kernel, initrd, command line) as the
-    only boot entry: the firmware must refuse to run it, so the OS never comes up."""
+    only boot entry: the firmware must refuse to run it, so the OS never comes up. The ESP's
+    keys and loader.conf's enrolment setting stay, so the firmware is first enrolled (one reset)
+    and the refusal happens in user mode, with signatures enforced."""
     image = disk.raw_copy(artifacts.raw, scratch / "unsigned.raw")
     esp = disk.Esp(image)
     signed = artifacts.uki.read_bytes()
@@ -131,7 +135,6 @@ def test_unsigned_uki_is_refused(artifacts, enrolled_vars: Path, scratch: Path) 
         disk=image,
         disk_format="raw",
         log_dir=log_dir_for("unsigned-uki"),
-        vars_template=enrolled_vars,
         smbios=guest.smbios_credentials(),
     )
     os_came_up = [r"ANKLUME-TEST", r"Linux version", r"EFI stub:", r"systemd\[1\]"]
@@ -145,11 +148,15 @@ def test_unsigned_uki_is_refused(artifacts, enrolled_vars: Path, scratch: Path) 
             fail_patterns=os_came_up,
             timeout=240,
         )
-        print(f"refused after {vm.elapsed():.1f} s: {m.group(0)!r}")
+        refused_at = vm.elapsed()
+        # Fresh variables: the refusal must come after enrolment (user mode), not before it.
+        assert vm.resets() >= 1, "no enrolment reset before the refusal"
+        assert "Custom Secure Boot keys successfully enrolled" in vm.serial.text()
         # And nothing boots afterwards: no fallback into some other kernel.
         with pytest.raises(harness.BootTimeout):
             vm.wait_for(r"Linux version|systemd\[1\]|ANKLUME-TEST", timeout=30, log="serial")
         assert not vm.channel.text(), "the check unit ran: the unsigned UKI booted"
+        record_timing(vm, f"refused after {refused_at:.1f} s ({m.group(0)!r})")
 
     harness.run_vm(spec, body)
 
@@ -161,7 +168,7 @@ def _ls_or_empty(esp: disk.Esp, path: str) -> list[str]:
         return []
 
 
-def test_corrupted_usr_is_detected_by_verity(artifacts, enrolled_vars: Path, scratch: Path):
+def test_corrupted_usr_is_detected_by_verity(artifacts, scratch: Path) -> None:
     """Flip bytes that every mount reads but squashfs itself never checks: without verity this
     boots silently; with verity the read fails with a corruption message and the OS does not
     come up."""
@@ -176,19 +183,18 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, enrolled_vars: Path, scr
         disk=image,
         disk_format="raw",
         log_dir=log_dir_for("corrupt-usr"),
-        vars_template=enrolled_vars,
         smbios=guest.smbios_credentials(),
     )
     ran_silently = [r"ANKLUME-TEST"]
 
     def body(vm: harness.VM) -> None:
         # The kernel's own dm-verity message: the flipped bytes are in data block 0.
-        m = vm.wait_for(
+        vm.wait_for(
             r"device-mapper: verity: \S+: data block 0 is corrupted",
             fail_patterns=ran_silently,
             timeout=300,
         )
-        print(f"detected after {vm.elapsed():.1f} s: {m.group(0)!r}")
+        detected_at = vm.elapsed()
         # Then the boot stops: an emergency stop, a reboot or a power-off by the image's failure
         # policy; whichever it is, the OS never comes up and the check unit never reports.
         try:
@@ -197,11 +203,12 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, enrolled_vars: Path, scr
                 fail_patterns=ran_silently,
                 timeout=180,
             )
-            print(f"boot stopped after {vm.elapsed():.1f} s: {stop.group(0)!r}")
+            stopped = f"{stop.group(0)!r} after {vm.elapsed():.1f} s"
         except harness.BootFailure:
             if vm.running() or vm.proc is None or vm.proc.returncode != 0:
                 raise
-            print(f"guest powered off after {vm.elapsed():.1f} s")
+            stopped = f"power-off after {vm.elapsed():.1f} s"
         assert "ANKLUME-TEST" not in vm.channel.text()
+        record_timing(vm, f"corruption detected after {detected_at:.1f} s, boot stopped: {stopped}")
 
     harness.run_vm(spec, body)
