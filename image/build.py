@@ -72,6 +72,10 @@ class Paths:
     def wheels(self) -> Path:
         return self.cache / "wheels"
 
+    @property
+    def debs(self) -> Path:
+        return self.cache / "debs"
+
 
 def read_version(repo: Path) -> str:
     """The image version: anklume/VERSION of the tree being built (not of the running code)."""
@@ -117,6 +121,7 @@ def mkosi_args(paths: Paths, version: str, ks: keys.KeySet) -> list[str]:
         "--verity-certificate", str(ks.verity_cert),
         # Scripts see only these two, never the repository or the rest of the host.
         "--build-sources", f"{paths.inputs}:inputs,{ks.dir}:keys",
+        "--volatile-package-directory", str(paths.debs),
         "build",
     ]  # fmt: skip
 
@@ -207,6 +212,36 @@ def build_wheels(paths: Paths) -> list[Path]:
     return sorted(paths.inputs.glob("*.whl"))
 
 
+INITRD_PACKAGE = "anklume-initrd"
+
+
+def build_initrd_package(paths: Paths, version: str) -> Path:
+    """Pack image/initrd/ as a .deb: the only way files get into mkosi's default initrd."""
+    if paths.debs.exists():
+        shutil.rmtree(paths.debs)
+    paths.debs.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="anklume-initrd-") as tmp:
+        root = Path(tmp) / "pkg"
+        shutil.copytree(paths.repo / "image" / "initrd", root, symlinks=True)
+        (root / "DEBIAN").mkdir()
+        # mkosi's local repository tool needs Section and Priority.
+        (root / "DEBIAN" / "control").write_text(
+            f"Package: {INITRD_PACKAGE}\n"
+            f"Version: {version}\n"
+            "Architecture: all\n"
+            "Maintainer: anklume <anklume@localhost>\n"
+            "Section: admin\n"
+            "Priority: optional\n"
+            "Description: anklume initrd units\n"
+            " Fill the empty root's /etc and /var from /usr/share/factory before switch-root.\n"
+        )
+        deb = paths.debs / f"{INITRD_PACKAGE}_{version}_all.deb"
+        from anklume.run import run
+
+        run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)])
+    return deb
+
+
 def _pip(args: list[str]) -> None:
     from anklume.run import run
 
@@ -276,6 +311,7 @@ def build(
 
     t0 = time.monotonic()
     wheels = build_wheels(paths)
+    build_initrd_package(paths, version)
     _log.debug("wheels: %s", [w.name for w in wheels])
     for why in prepare_caches(paths, ks):
         echo(f"dropped cache {why}")
