@@ -82,6 +82,9 @@ failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
     | awk '{print $1}' | paste -sd, -)
 say "failed_units=$failed"
 [ -z "$failed" ] || fail failed_units
+for u in $(printf '%s' "$failed" | tr , ' '); do  # why they failed, for the assertion message
+    say "failed_log.$u=$(journalctl -b -u "$u" --no-pager -o cat 2>&1 | tail -n 15 | base64 -w0)"
+done
 say "default_target=$(systemctl get-default)"
 say "multi_user=$(systemctl is-active multi-user.target)"
 

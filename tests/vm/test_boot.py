@@ -26,7 +26,11 @@ pytestmark = pytest.mark.vm
 
 def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
     r = main_boot.report
-    assert r["failed_units"] == "", f"failed units in the guest: {r['failed_units']}"
+    logs = "".join(
+        f"\n--- {unit} ---\n{base64.b64decode(b64).decode(errors='replace')}"
+        for unit, b64 in r.prefixed("failed_log.").items()
+    )
+    assert r["failed_units"] == "", f"failed units in the guest: {r['failed_units']}{logs}"
     assert r["system_state"] == "running"
     assert r["multi_user"] == "active"
     # The guest's own verdict covers more than this test (Secure Boot, the CLI): only its
