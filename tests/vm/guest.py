@@ -133,6 +133,9 @@ say "loader_info=$(efistr LoaderInfo-$L)"
 say "stub_info=$(efistr StubInfo-$L)"
 say "kernel=$(uname -r)"
 say "startup=$(systemd-analyze time 2>/dev/null | head -n 1)"
+systemd-analyze blame --no-pager 2>/dev/null | head -n 12 | sed 's/^ *//' | while read -r t u; do
+    say "blame.$u=$t"  # the slowest units: boot time under TCG is the CI budget
+done
 ( . /etc/os-release; say "os_image_id=${IMAGE_ID:-}"; say "os_image_version=${IMAGE_VERSION:-}" )
 
 if command -v anklume >/dev/null; then
