@@ -48,6 +48,8 @@ def test_usr_is_verity_with_the_hash_pinned_by_the_signed_uki(main_boot: Boot, a
     r = main_boot.report
     # The build's usr hash is read from the signed UKI's .cmdline section (artifacts.find).
     assert artifacts.usr_hash, f"the UKI's command line has no usrhash=: {artifacts.cmdline!r}"
+    # systemd-boot chose the build's UKI (entry id = file name, without a boot counter).
+    assert r["loader_entry"].startswith(artifacts.uki.stem), r["loader_entry"]
     booted = guest.cmdline_value(r["cmdline"], "usrhash")
     assert booted == artifacts.usr_hash, "the kernel did not boot with the UKI's usrhash="
 
@@ -76,6 +78,18 @@ def test_disk_pins_slot_a_to_the_usr_hash(artifacts) -> None:
     assert h
     assert usr.uuid.hex == h[:32], f"usr partition {usr.uuid} is not derived from {h}"
     assert verity.uuid.hex == h[32:], f"usr-verity partition {verity.uuid} is not from {h}"
+
+
+def test_esp_carries_the_signed_uki_of_the_build(artifacts) -> None:
+    """Host side, no boot: what the firmware will load is byte for byte the UKI whose command
+    line (and so usrhash=) the other tests compare against, and it is signed."""
+    esp = disk.Esp(artifacts.raw)
+    ukis = [n for n in esp.ls("/EFI/Linux") if n.endswith(".efi")]
+    assert ukis, "no UKI in the ESP's /EFI/Linux"
+    built = artifacts.uki.read_bytes()
+    assert disk.is_signed(built), f"{artifacts.uki} has no Authenticode signature"
+    matching = [n for n in ukis if esp.read(f"/EFI/Linux/{n}") == built]
+    assert matching, f"none of {ukis} in the ESP is {artifacts.uki.name}"
 
 
 def test_secure_boot_is_enabled_and_enforced(main_boot: Boot) -> None:
