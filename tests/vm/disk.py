@@ -74,32 +74,32 @@ def find_partition(image: Path, ptype: uuid.UUID) -> Partition:
     raise LookupError(f"{image}: no partition of type {ptype}")
 
 
-def overlay(base: Path, dest: Path) -> Path:
-    """A qcow2 overlay on the (read-only) built image: the guest's writes stay in `dest`."""
+# The disk the image is written to in a VM: like the USB stick or small disk it is flashed to on
+# real hardware, larger than the image, so first-boot systemd-repart has room for slot B and
+# the persistent partition (a disk exactly the image's size makes it fail, rightly).
+TARGET_DISK_SIZE = 8 * 1024**3
+
+
+def overlay(base: Path, dest: Path, size: int = TARGET_DISK_SIZE) -> Path:
+    """A qcow2 overlay on the (read-only) built image, `size` bytes large: the guest's writes
+    stay in `dest`, and the space past the image reads as zeroes, like a freshly flashed disk."""
     subprocess.run(
-        [
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "-b",
-            str(base.resolve()),
-            str(dest),
-        ],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()),
+         str(dest), str(max(size, base.stat().st_size))],
         check=True,
         timeout=60,
-    )
+    )  # fmt: skip
     return dest
 
 
-def raw_copy(base: Path, dest: Path) -> Path:
-    """A sparse full copy, for tests that change bytes (mtools and offsets need a raw file)."""
+def raw_copy(base: Path, dest: Path, size: int = TARGET_DISK_SIZE) -> Path:
+    """A sparse full copy, for tests that change bytes (mtools and offsets need a raw file),
+    grown (sparsely) to `size` like the overlay."""
     subprocess.run(
         ["cp", "--sparse=always", "--reflink=auto", str(base), str(dest)], check=True, timeout=300
     )
+    if dest.stat().st_size < size:
+        os.truncate(dest, size)
     return dest
 
 

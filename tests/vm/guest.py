@@ -136,6 +136,7 @@ say "startup=$(systemd-analyze time 2>/dev/null | head -n 1)"
 systemd-analyze blame --no-pager 2>/dev/null | head -n 12 | sed 's/^ *//' | while read -r t u; do
     say "blame.$u=$t"  # the slowest units: boot time under TCG is the CI budget
 done
+say "critical_chain_b64=$(systemd-analyze critical-chain --no-pager 2>&1 | head -n 25 | base64 -w0)"
 ( . /etc/os-release; say "os_image_id=${IMAGE_ID:-}"; say "os_image_version=${IMAGE_VERSION:-}" )
 
 if command -v anklume >/dev/null; then
