@@ -341,7 +341,8 @@ def build(
 
 def describe(a: artifacts.Artifacts) -> list[str]:
     def size(p: Path) -> str:
-        return f"{p.stat().st_size / 2**20:.1f} MiB"
+        n = p.stat().st_size
+        return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
     lines = [f"image {a.image_id} {a.version} in {a.build_dir}:"]
     lines.append(f"  disk image     {a.raw.name} ({size(a.raw)}, write it to a disk or boot it)")
