@@ -44,10 +44,18 @@ def tear_down(project_name: str) -> None:
     assert report.ok, [o.error for o in report.result.failed]
 
 
+class _Owned(list):
+    """Project names a test works in: cleared of leftovers (an interrupted earlier run) when
+    named, and removed again after the test, whatever happened."""
+
+    def append(self, name: str) -> None:
+        tear_down(name)
+        super().append(name)
+
+
 @pytest.fixture
 def owned(request) -> Iterator[list[str]]:
-    """Project names whose resources are removed after the test, whatever happened."""
-    names: list[str] = []
+    names = _Owned()
     yield names
     for n in names:
         tear_down(n)
