@@ -34,10 +34,11 @@ def main(
 def _register() -> None:
     # Each feature owns its commands; importing lazily keeps `anklume --version` fast.
     from anklume.agent import cli as agent_cli
+    from anklume.firstboot import cli as firstboot_cli
     from anklume.image import cli as image_cli
     from anklume.signing import cli as signing_cli
 
-    for mod in (agent_cli, image_cli, signing_cli):
+    for mod in (agent_cli, firstboot_cli, image_cli, signing_cli):
         mod.register(app)
 
 

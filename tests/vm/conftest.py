@@ -127,6 +127,10 @@ CHECK_START_GRACE = 120
 
 
 SCRATCH_DISK_ID = "scratchdisk"
+# A blank disk that stays: what the first-boot wizard must offer for the data pool.
+DATA_DISK_ID = "datadisk"
+DATA_DISK_SERIAL = "anklume-data"
+DATA_DISK_BYTES = 5 * 1024**3
 
 
 def boot_and_check(
@@ -142,9 +146,11 @@ def boot_and_check(
     real guest kernel at the cost of a few seconds.
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), "16M"], check=True, timeout=60
-    )
+    data = image.with_name(f"{image.stem}-data.qcow2")
+    for path, size in ((scratch, "16M"), (data, str(DATA_DISK_BYTES))):
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True, timeout=60
+        )
     spec = harness.VMSpec(
         name=name,
         disk=image,
@@ -152,7 +158,10 @@ def boot_and_check(
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
         smbios=guest.smbios_credentials(),
-        extra_args=harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
+        extra_args=[
+            *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
+            *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),
+        ],
     )
 
     def body(vm: harness.VM) -> Boot:
@@ -198,6 +207,7 @@ def boot_and_check(
         boot = harness.run_vm(spec, body)
     finally:
         scratch.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
     timing = f"{name}: {boot.timing()}; scratch disk unplug {boot.unplug}\n"
     (boot.log_dir / "timing.txt").write_text(timing)
     print(timing, end="")

@@ -145,6 +145,9 @@ if command -v anklume >/dev/null; then
     help=$(anklume --help 2>&1)
     say "anklume_help_rc=$?"
     say "anklume_help_b64=$(printf '%s' "$help" | base64 -w0)"
+    detect=$(anklume firstboot detect --json 2>&1)
+    say "firstboot_detect_rc=$?"
+    say "firstboot_detect_b64=$(printf '%s' "$detect" | base64 -w0)"
 else
     say "anklume_path="
     fail anklume_missing

@@ -537,12 +537,14 @@ class VM:
             raise VMError(f"device {device_id} not released: {e}", self) from None
 
 
-def hotplug_disk_args(device_id: str, image: Path, chassis: int, fmt: str = "qcow2") -> list[str]:
+def hotplug_disk_args(device_id: str, image: Path, chassis: int, fmt: str = "qcow2",
+                      serial: str | None = None) -> list[str]:
     """QEMU arguments for an extra disk on its own PCIe root port (so device_del works)."""
+    blk = f"virtio-blk-pci,drive={device_id}-drv,id={device_id},bus=rp-{device_id}"
     return [
         "-device", f"pcie-root-port,id=rp-{device_id},chassis={chassis},slot={chassis}",
         "-drive", f"if=none,id={device_id}-drv,format={fmt},file={image}",
-        "-device", f"virtio-blk-pci,drive={device_id}-drv,id={device_id},bus=rp-{device_id}",
+        "-device", blk + (f",serial={serial}" if serial else ""),
     ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from the ESP and resets once; only then are signatures enforced. So no test depe
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import disk
 import guest
 import harness
 import pytest
-from conftest import Boot, log_dir_for, record_timing
+from conftest import DATA_DISK_BYTES, DATA_DISK_SERIAL, Boot, log_dir_for, record_timing
 
 pytestmark = pytest.mark.vm
 
@@ -114,10 +115,25 @@ def test_anklume_cli_in_the_image(main_boot: Boot, artifacts) -> None:
     assert r["anklume_version"] == f"anklume {artifacts.version}", r["anklume_version"]
     assert r["anklume_help_rc"] == "0"
     help_text = base64.b64decode(r["anklume_help_b64"]).decode(errors="replace")
-    # The agent's commands. The first-boot wizard is a later issue: when it lands, add its
-    # command here; until then only what exists is asserted.
-    for command in ("validate", "plan", "apply"):
+    # The agent's commands and the first-boot wizard's.
+    for command in ("validate", "plan", "apply", "firstboot"):
         assert re.search(rf"\b{command}\b", help_text), f"`anklume --help` lacks {command}"
+
+
+def test_firstboot_detect_offers_the_blank_disk_not_the_boot_disk(main_boot: Boot) -> None:
+    """The wizard's detection in the booted image: the blank data disk is offered for the pool,
+    the disk the appliance runs from (verity /usr, persist) is not."""
+    r = main_boot.report
+    out = base64.b64decode(r["firstboot_detect_b64"]).decode(errors="replace")
+    assert r["firstboot_detect_rc"] == "0", out
+    found = json.loads(out)["disks"]
+    data = [d for d in found if d["size"] == DATA_DISK_BYTES]
+    assert len(data) == 1, f"the {DATA_DISK_BYTES} byte data disk is not listed once: {found}"
+    assert data[0]["candidate"] and data[0]["empty"], data[0]
+    assert data[0]["serial"] == DATA_DISK_SERIAL, data[0]
+    boot = [d for d in found if d["image"]]
+    assert len(boot) == 1, f"expected exactly the boot disk to carry anklume partitions: {found}"
+    assert not boot[0]["candidate"] and "/usr" in boot[0]["mounts"], boot[0]
 
 
 # --- negative boots ----------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Which disks can hold the encrypted data pool (pure: lsblk's JSON in, decisions out).
+
+lsblk (util-linux) is the source rather than pyudev or our own sysfs walk: one call gives the
+device tree with sizes, models, serials, mount points and on-disk signatures, and it probes the
+signatures itself where no udev database exists (a bare host, an early boot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+# Below this a data pool makes no sense (instances, images, snapshots).
+MIN_POOL_BYTES = 4 * 1024**3
+
+# Mount points that mean "this disk runs the system we are on".
+SYSTEM_MOUNTS = frozenset({"/", "/usr", "/boot", "/efi", "/var/lib/anklume"})
+
+# Partition labels the image gives its own partitions (image/LAYOUT.md); `_empty` is slot B
+# before its first update.
+IMAGE_LABEL_PREFIXES = ("anklume_", "anklume-", "_empty")
+
+# Signatures of a pool we could import rather than create.
+POOL_SIGNATURES = {"zfs_member": "zfs", "crypto_LUKS": "luks"}
+
+LSBLK_COLUMNS = (
+    "NAME,PATH,TYPE,SIZE,RM,RO,ROTA,MODEL,SERIAL,TRAN,FSTYPE,PTTYPE,PARTLABEL,MOUNTPOINTS"
+)
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str
+    size: int  # bytes
+    model: str | None
+    serial: str | None
+    transport: str | None
+    removable: bool
+    rotational: bool
+    signatures: tuple[str, ...]  # partition table type and filesystem/container types found
+    mounts: tuple[str, ...]  # mount points on the disk or anything on top of it
+    image: bool  # carries anklume's own partitions (the boot medium, or another stick)
+    unusable: str | None  # why it cannot hold the pool; None if it can
+
+    @property
+    def candidate(self) -> bool:
+        return self.unusable is None
+
+    @property
+    def empty(self) -> bool:
+        """No partition table and no signature: creating a pool destroys nothing."""
+        return not self.signatures
+
+    @property
+    def existing_pool(self) -> str | None:
+        """'zfs' or 'luks' when the disk (or a partition) carries a pool to import."""
+        for sig in self.signatures:
+            if sig in POOL_SIGNATURES:
+                return POOL_SIGNATURES[sig]
+        return None
+
+
+def _walk(node: Mapping) -> Iterator[Mapping]:
+    yield node
+    for child in node.get("children") or ():
+        yield from _walk(child)
+
+
+def _text(value: object) -> str | None:
+    s = str(value).strip() if value is not None else ""
+    return s or None
+
+
+def _flag(value: object) -> bool:
+    # lsblk 2.38 prints JSON booleans; older versions print "0"/"1".
+    return value is True or str(value) == "1"
+
+
+def from_lsblk(doc: Mapping) -> list[Disk]:
+    """Every whole disk in `lsblk --json --bytes --output LSBLK_COLUMNS` (tree form)."""
+    disks = []
+    for top in doc.get("blockdevices") or ():
+        if top.get("type") != "disk":
+            continue  # loop, rom, ... are never pool disks
+        name = str(top.get("name", ""))
+        nodes = list(_walk(top))
+        mounts = tuple(sorted({m for n in nodes for m in (n.get("mountpoints") or ()) if m}))
+        labels = [str(n.get("partlabel") or "") for n in nodes]
+        signatures = tuple(dict.fromkeys(
+            s for n in nodes for s in (_text(n.get("pttype")), _text(n.get("fstype"))) if s))
+        image = any(lbl.startswith(IMAGE_LABEL_PREFIXES) for lbl in labels)
+        size = int(top.get("size") or 0)
+        disk = Disk(
+            path=str(top.get("path") or f"/dev/{name}"),
+            size=size,
+            model=_text(top.get("model")),
+            serial=_text(top.get("serial")),
+            transport=_text(top.get("tran")),
+            removable=_flag(top.get("rm")),
+            rotational=_flag(top.get("rota")),
+            signatures=signatures,
+            mounts=mounts,
+            image=image,
+            unusable=_unusable(name, size, _flag(top.get("ro")), mounts, image),
+        )
+        disks.append(disk)
+    return sorted(disks, key=lambda d: d.path)
+
+
+def _unusable(name: str, size: int, read_only: bool, mounts: tuple[str, ...],
+              image: bool) -> str | None:
+    if name.startswith(("zram", "ram")):
+        return "memory-backed (zram)"
+    if read_only:
+        return "read-only"
+    if SYSTEM_MOUNTS & set(mounts):
+        return "holds the running system (" + ", ".join(sorted(SYSTEM_MOUNTS & set(mounts))) + ")"
+    if image:
+        return "an anklume boot medium"
+    if mounts:
+        return "in use (mounted at " + ", ".join(mounts) + ")"
+    if size < MIN_POOL_BYTES:
+        return f"too small ({size / 1024**3:.1f} GiB < {MIN_POOL_BYTES // 1024**3} GiB)"
+    return None
