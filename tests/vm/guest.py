@@ -153,6 +153,16 @@ else
     fail anklume_missing
 fi
 
+# OpenZFS under Secure Boot: the kernel is locked down, so its module must carry a signature
+# the kernel trusts; `zpool` asks for the module the way the wizard will.
+out=$(modprobe zfs 2>&1)
+say "zfs_modprobe_rc=$?"
+say "zfs_modprobe_out=$(printf '%s' "$out" | tr '\n' ' ')"
+say "zfs_module=$(cat /sys/module/zfs/version 2>/dev/null)"
+say "zfs_kernel_log=$(dmesg 2>/dev/null | grep -iE 'zfs|module verif|key was rejected|lockdown' \
+    | tail -n 6 | base64 -w0)"
+say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
+
 if [ -z "$fails" ]; then r=ok; else r="fail$fails"; fi
 printf 'ANKLUME-TEST-RESULT %s\n' "$r" >>"$port"
 [ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST-RESULT %s\n' "$r" >/dev/ttyS0 2>/dev/null

@@ -136,6 +136,17 @@ def test_firstboot_detect_offers_the_blank_disk_not_the_boot_disk(main_boot: Boo
     assert not boot[0]["candidate"] and "/usr" in boot[0]["mounts"], boot[0]
 
 
+def test_zfs_module_loads_under_secure_boot_lockdown(main_boot: Boot) -> None:
+    """The OpenZFS module is built for the image's kernel and signed with our db key: a locked
+    down kernel loads it, and the userland matches it (what the wizard's pool needs)."""
+    r = main_boot.report
+    log = base64.b64decode(r["zfs_kernel_log"]).decode(errors="replace")
+    assert "locked down" in log, f"kernel not in lockdown, the check proves nothing:\n{log}"
+    assert r["zfs_modprobe_rc"] == "0", f"{r['zfs_modprobe_out']}\n{log}"
+    assert r["zfs_module"], "modprobe succeeded but /sys/module/zfs/version is missing"
+    assert f"zfs-kmod-{r['zfs_module']}" in r["zpool_version"], r["zpool_version"]
+
+
 # --- negative boots ----------------------------------------------------------------------------
 
 
