@@ -93,6 +93,12 @@ say "usr_source=$(findmnt -no SOURCE /usr)"
 say "usr_fstype=$(findmnt -no FSTYPE /usr)"
 say "usr_options=$(findmnt -no OPTIONS /usr)"
 say "root_fstype=$(findmnt -no FSTYPE /)"
+# The persistent partition is an automount: reading it mounts it.
+ls /var/lib/anklume >/dev/null 2>&1
+psrc=$(findmnt -no SOURCE -T /var/lib/anklume/. | tail -n 1)
+say "persist_source=$psrc"
+say "persist_options=$(findmnt -no OPTIONS -T /var/lib/anklume/. | tail -n 1)"
+say "persist_label=$(lsblk -no PARTLABEL "$psrc" 2>/dev/null)"
 dev=$(readlink -f "$(findmnt -no SOURCE /usr)")
 dm=${dev#/dev/}
 if [ -e "/sys/block/$dm/dm/name" ]; then

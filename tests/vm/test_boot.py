@@ -70,6 +70,15 @@ def test_usr_is_verity_with_the_hash_pinned_by_the_signed_uki(main_boot: Boot, a
         assert status.get("status", "verified") in ("verified",), status
 
 
+def test_persistent_partition_is_the_writable_state(main_boot: Boot) -> None:
+    """/var/lib/anklume is the partition systemd-repart made at first boot (label
+    anklume-persist), mounted read-write on first use; / itself is a tmpfs."""
+    r = main_boot.report
+    assert r["root_fstype"] == "tmpfs", r["root_fstype"]
+    assert r["persist_label"] == "anklume-persist", (r["persist_source"], r["persist_label"])
+    assert re.search(r"(^|,)rw(,|$)", r["persist_options"]), r["persist_options"]
+
+
 def test_disk_pins_slot_a_to_the_usr_hash(artifacts) -> None:
     """Host side, no boot: systemd finds the usr partitions by UUIDs derived from the root hash
     (first and second half), so the image's slot A must carry exactly those."""
