@@ -145,6 +145,14 @@ def test_firstboot_detect_offers_the_blank_disk_not_the_boot_disk(main_boot: Boo
     assert not boot[0]["candidate"] and "/usr" in boot[0]["mounts"], boot[0]
 
 
+def test_sshd_answers_with_host_keys_made_on_this_boot(main_boot: Boot) -> None:
+    """Host keys are not in the image (every machine would share them): they are generated at
+    boot, and the socket-activated sshd answers a key scan on loopback with them."""
+    r = main_boot.report
+    assert int(r["ssh_host_keys"]) >= 1, "no host key in /etc/ssh"
+    assert "ssh-ed25519" in r["ssh_keyscan"].split(","), r["ssh_keyscan"]
+
+
 def test_zfs_module_loads_under_secure_boot_lockdown(main_boot: Boot) -> None:
     """The OpenZFS module is built for the image's kernel and signed with our db key: a locked
     down kernel loads it, and the userland matches it (what the wizard's pool needs)."""
