@@ -15,9 +15,10 @@ from pathlib import Path
 from anklume.firstboot import disks, gpus, memcrypt
 from anklume.firstboot.recommend import Recommendation, recommend
 
+from anklume import log
 from anklume.run import run
 
-_log = logging.getLogger("anklume.firstboot")
+_log = log.get("firstboot")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def graphics(sys_root: Path = Path("/sys")) -> list[gpus.Gpu]:
         if proc.returncode == 0:
             found = gpus.with_vram(found, gpus.parse_nvidia_smi(proc.stdout))
         else:
-            _log.warning("nvidia-smi failed (%s): VRAM unknown", proc.stderr.strip())
+            log.event(_log, "nvidia-smi failed: VRAM unknown", logging.WARNING,
+                      error=proc.stderr.strip())
     return found
 
 

@@ -161,8 +161,8 @@ fi
 
 # sshd, socket-activated: a real connection on loopback shows it starts and has host keys.
 say "ssh_host_keys=$(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)"
-say "ssh_keyscan=$(timeout 60 ssh-keyscan -T 30 127.0.0.1 2>/dev/null | awk '{print $2}' \
-    | sort | paste -sd, -)"
+say "ssh_keyscan=$(timeout 60 ssh-keyscan -T 30 127.0.0.1 2>/dev/null \
+    | awk '!/^#/ {print $2}' | sort | paste -sd, -)"
 
 # OpenZFS under Secure Boot: the kernel is locked down, so its module must carry a signature
 # the kernel trusts; `zpool` asks for the module the way the wizard will.
