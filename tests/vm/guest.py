@@ -86,6 +86,9 @@ for u in $(printf '%s' "$failed" | tr , ' '); do  # why they failed, for the ass
     say "failed_log.$u=$(journalctl -b -u "$u" --no-pager -o cat 2>&1 | tail -n 15 | base64 -w0)"
 done
 say "default_target=$(systemctl get-default)"
+say "getty_serial=$(systemctl is-active serial-getty@ttyS0.service)"
+say "getty_tty1=$(systemctl is-active getty@tty1.service)"
+say "machine_id=$(cat /etc/machine-id)"
 say "multi_user=$(systemctl is-active multi-user.target)"
 
 say "cmdline=$(cat /proc/cmdline)"

@@ -39,6 +39,15 @@ def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
     assert not {"system_state", "failed_units"} & set(r.reasons), r.reasons
 
 
+def test_logins_and_machine_id_on_the_read_only_os(main_boot: Boot) -> None:
+    """Login prompts on the serial console and tty1; a valid machine-id although the image
+    ships none (systemd makes one per boot on the tmpfs /etc)."""
+    r = main_boot.report
+    assert r["getty_serial"] == "active", r["getty_serial"]
+    assert r["getty_tty1"] == "active", r["getty_tty1"]
+    assert re.fullmatch(r"[0-9a-f]{32}", r["machine_id"]), r["machine_id"]
+
+
 def test_disk_hot_unplug_works_in_the_guest(main_boot: Boot) -> None:
     """The harness's device_del on a PCIe root port, acknowledged by the guest kernel: what the
     copy-to-RAM tests rely on to pull the boot disk out from under a running system."""
