@@ -25,15 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.agent import addressing, loader, policies, schema, values
+from anklume.agent import addressing, loader, machines, policies, schema, values
+from anklume.agent.machines import MachineSpec
 from anklume.agent.model import (
     Domain,
     GlobalSettings,
     Infra,
-    InstanceType,
     Machine,
     NetworkPolicy,
-    PersistentVolume,
     Profile,
     SharedVolumeMount,
     TrustLevel,
@@ -45,8 +44,6 @@ from anklume.agent.problems import (
     Problem,
     Report,
     ValidationError,
-    describe,
-    format_path,
 )
 
 __all__ = ["Problem", "ValidationError", "load", "load_with_warnings", "validate"]
@@ -55,8 +52,6 @@ _log = logging.getLogger("anklume.agent.validate")
 
 SCHEMA_VERSION = 1
 DOMAIN_NAME_MAX = 11  # "net-" + name must fit Linux's 15-character interface names
-MACHINE_NAME_MAX = 63
-PRIVILEGED_KEY = "security.privileged"
 
 def load(path: Path | None = None) -> Infra:
     """Read and validate PATH (None: the embedded default); warnings are logged."""
@@ -82,20 +77,6 @@ def validate(data: object, locator: Locator | None = None) -> tuple[Infra, list[
 
 
 @dataclass
-class _MachineSpec:
-    name: str
-    domain: str
-    path: KeyPath
-    v: dict[str, object]
-    type: InstanceType = InstanceType.LXC
-    config: dict[str, str] = field(default_factory=dict)
-    devices: dict[str, dict[str, str]] = field(default_factory=dict)
-    profiles: tuple[str, ...] = ("default",)
-    persistent: list[PersistentVolume] = field(default_factory=list)
-    mounts: list[SharedVolumeMount] = field(default_factory=list)
-
-
-@dataclass
 class _DomainSpec:
     name: str
     path: KeyPath
@@ -103,7 +84,7 @@ class _DomainSpec:
     trust: TrustLevel = TrustLevel.SEMI_TRUSTED
     addr_ok: bool = True  # bad trust level or subnet_id: no subnet, skip its addressing checks
     profiles: dict[str, Profile] = field(default_factory=dict)
-    machines: list[_MachineSpec] = field(default_factory=list)
+    machines: list[MachineSpec] = field(default_factory=list)
 
 
 class _Validator:
@@ -111,7 +92,7 @@ class _Validator:
         self.r = report
         self.settings = GlobalSettings()
         self.domains: dict[str, _DomainSpec] = {}
-        self.machines: dict[str, _MachineSpec] = {}
+        self.machines: dict[str, MachineSpec] = {}
         self.subnets: dict[str, tuple[int, ipaddress.IPv4Network]] = {}
         self.ips: dict[str, ipaddress.IPv4Address] = {}
         self.addressing_ok = True  # bad addressing settings: no subnet can be computed
@@ -141,8 +122,12 @@ class _Validator:
         self._addresses(legacy_base)
         self._shared_volumes(top["shared_volumes"])
         for m in self.machines.values():
-            self._machine_devices(m)
-        self._gpus()
+            d = self.domains[m.domain]
+            machines.check_devices(self.r, m, d.path, d.profiles)
+        # Domains by name, like Infra.domains: both forms of a config report alike.
+        machines.check_gpus(self.r, self.settings.gpu_policy, [
+            m for d in sorted(self.domains.values(), key=lambda d: d.name) if d.v["enabled"]
+            for m in d.machines if machines.has_gpu(m, d.profiles)])
         nets = top["network_policies"]
         assert isinstance(nets, list)
         flows = policies.resolve(self.r, self._names(), nets)
@@ -251,86 +236,11 @@ class _Validator:
             frozen_map(values.devices(self.r, v["devices"], (*path, "devices"))))
 
     def _machine(self, d: _DomainSpec, name: object, raw: object) -> None:
-        path: KeyPath = (*d.path, "machines", str(name))
-        if not values.name(self.r, name, path, "machine", MACHINE_NAME_MAX):
-            return
-        assert isinstance(name, str)
-        other = self.machines.get(name)
-        if other is not None:
-            where = f'domain "{other.domain}"' if other.domain != d.name else "this domain"
-            self.r.error(path, f'machine "{name}" is also defined in {where}',
-                         "machine names are unique across all domains")
-            return
-        v = schema.read("machine", raw, path, self.r)
-        if v is None:
-            return
-        m = _MachineSpec(name, d.name, path, v)
-        self.machines[name] = m
-        d.machines.append(m)
-        try:
-            m.type = InstanceType(v["type"])
-        except ValueError:
-            self.r.error((*path, "type"), f'unknown type "{v["type"]}"', "lxc or vm")
-        if v.get("os_image") is not None:
-            values.image(self.r, v["os_image"], (*path, "os_image"), "")
-        m.config = values.string_map(self.r, v["config"], (*path, "config"))
-        m.devices = values.devices(self.r, v["devices"], (*path, "devices"))
-        m.profiles = self._machine_profiles(d, v["profiles"], (*path, "profiles"))
-        prio = v.get("boot_priority")
-        if isinstance(prio, int) and not 0 <= prio <= 100:
-            self.r.error((*path, "boot_priority"), f"{prio} is outside 0-100")
-        sched = v.get("snapshots_schedule")
-        if isinstance(sched, str) and not values.cron_ok(sched):
-            self.r.error((*path, "snapshots_schedule"), f'"{sched}" is not a cron schedule',
-                         'five fields, e.g. "0 2 * * *" (daily at 02:00), or @daily')
-        expiry = v.get("snapshots_expiry")
-        if isinstance(expiry, str) and not values.EXPIRY_RE.match(expiry):
-            self.r.error((*path, "snapshots_expiry"), f'"{expiry}" is not a duration',
-                         'a number and a unit d, h or m, e.g. "30d"')
-        pdata = v["persistent_data"]
-        assert isinstance(pdata, Mapping)
-        for vol, vraw in pdata.items():
-            vpath: KeyPath = (*path, "persistent_data", str(vol))
-            if not values.item(self.r, vol, vpath, "volume"):
-                continue
-            assert isinstance(vol, str)
-            pv = schema.read("persistent_volume", vraw, vpath, self.r)
-            if pv is None or "path" not in pv:
-                continue
-            mount = values.abs_path(self.r, pv["path"], (*vpath, "path"))
-            m.persistent.append(PersistentVolume(vol, mount, bool(pv["readonly"])))
-        if m.type is InstanceType.LXC and not self.settings.allow_privileged:
-            self._privileged(d, m)
-
-    def _machine_profiles(self, d: _DomainSpec, raw: object, path: KeyPath) -> tuple[str, ...]:
-        out: list[str] = []
-        assert isinstance(raw, list)
-        for i, p in enumerate(raw):
-            if not isinstance(p, str):
-                self.r.error((*path, i), f"must be a profile name, not {describe(p)}")
-            elif p in out:
-                self.r.error((*path, i), f'profile "{p}" is listed twice')
-            elif p != "default" and p not in d.profiles:
-                self.r.error((*path, i), f'no profile "{p}" in domain "{d.name}"',
-                             schema.suggest(p, ["default", *d.profiles])
-                             or f"define it under domains.{d.name}.profiles")
-            else:
-                out.append(p)
-        return tuple(out)
-
-    def _privileged(self, d: _DomainSpec, m: _MachineSpec) -> None:
-        # As Incus resolves it: the instance's own key wins, else the last profile setting it.
-        hint = "use type: vm, or opt in with global.allow_privileged: true"
-        if PRIVILEGED_KEY in m.config:
-            if values.is_true(m.config[PRIVILEGED_KEY]):
-                self.r.error((*m.path, "config", PRIVILEGED_KEY),
-                             "a privileged LXC container shares root with the host", hint)
-            return
-        setters = [p for p in m.profiles if p in d.profiles
-                   and PRIVILEGED_KEY in d.profiles[p].config]
-        if setters and values.is_true(d.profiles[setters[-1]].config[PRIVILEGED_KEY]):
-            self.r.error((*m.path, "profiles"), f'profile "{setters[-1]}" makes this LXC '
-                         "container privileged: it would share root with the host", hint)
+        m = machines.read(self.r, self.settings, d.name, d.path, d.profiles, name, raw,
+                          self.machines)
+        if m is not None:
+            self.machines[m.name] = m
+            d.machines.append(m)
 
     # -- addressing -----------------------------------------------------------------------------
 
@@ -385,64 +295,6 @@ class _Validator:
                         name, source, mount, readonly=mode == "ro", shift=bool(v["shift"]),
                         propagate=bool(v["propagate"])))
 
-    def _machine_devices(self, m: _MachineSpec) -> None:
-        """Two devices mounting on one path, or a device name taken twice, is an error."""
-        d = self.domains[m.domain]
-        devices: dict[str, tuple[str | None, KeyPath]] = {}
-        for p in m.profiles:  # a machine device overrides a profile device of the same name
-            prof = d.profiles.get(p)
-            for dev, conf in (prof.devices.items() if prof else ()):
-                devices[dev] = (values.disk_path(conf), (*d.path, "profiles", p, "devices", dev))
-        for dev, conf in m.devices.items():
-            devices[dev] = (values.disk_path(conf), (*m.path, "devices", dev))
-        generated = [(f"pd-{pv.name}", pv.path, (*m.path, "persistent_data", pv.name))
-                     for pv in m.persistent]
-        generated += [(f"sv-{sv.volume}", sv.path, ("shared_volumes", sv.volume))
-                      for sv in m.mounts]
-        for dev, mount, path in generated:
-            if dev in devices:
-                self.r.error(path, f'device name "{dev}" is already used on machine '
-                             f'"{m.name}" (at {format_path(devices[dev][1])})',
-                             "rename the device or the volume")
-                continue
-            devices[dev] = (mount, path)
-        by_mount: dict[str, str] = {}
-        for dev, (mount, path) in devices.items():
-            if mount is None:
-                continue
-            mount = posixpath.normpath(mount)
-            other = by_mount.get(mount)
-            if other is not None:
-                self.r.error(path, f'mount path {mount} of machine "{m.name}" is used by both '
-                             f'devices "{other}" and "{dev}"', "give each one its own path")
-                continue
-            by_mount[mount] = dev
-
-    def _gpus(self) -> None:
-        # Domains by name, like Infra.domains: both forms of a config report alike.
-        users = [m for d in sorted(self.domains.values(), key=lambda d: d.name)
-                 if d.v["enabled"]
-                 for m in d.machines if self._has_gpu(d, m)]
-        if len(users) <= 1:
-            return
-        names = ", ".join(m.name for m in users)
-        if self.settings.gpu_policy == "exclusive":
-            for m in users[1:]:
-                self.r.error((*m.path, "gpu"), f'GPU access is already given to "{users[0].name}"'
-                             f" (machines with a GPU: {names})",
-                             "global.gpu_policy: exclusive allows one; set it to shared to "
-                             "let them share")
-        else:
-            self.r.warn(("global", "gpu_policy"), f"several machines share the GPU: {names}")
-
-    @staticmethod
-    def _has_gpu(d: _DomainSpec, m: _MachineSpec) -> bool:
-        devices = [*m.devices.values()]
-        for p in m.profiles:
-            if p in d.profiles:
-                devices += d.profiles[p].devices.values()
-        return bool(m.v["gpu"]) or any(dev.get("type") == "gpu" for dev in devices)
-
     # -- building -------------------------------------------------------------------------------
 
     def _build(self, project: str, flows: list[NetworkPolicy], version: int) -> Infra:
@@ -457,7 +309,7 @@ class _Validator:
                 machines=machines))
         return Infra(project, self.settings, tuple(domains), tuple(flows), version)
 
-    def _build_machine(self, d: _DomainSpec, m: _MachineSpec) -> Machine:
+    def _build_machine(self, d: _DomainSpec, m: MachineSpec) -> Machine:
         v = m.v
         eph = v.get("ephemeral")
         return Machine(
