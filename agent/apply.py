@@ -248,7 +248,10 @@ def apply(plan: Plan, incus: Incus | None = None, *, workers: int = WORKERS,
     # A new instance starts in the same worker right after its creation, instead of waiting
     # for every other creation to finish: Incus works on starts and creations in parallel.
     # Its other dependencies (the firewall) are on earlier levels, already settled by then.
-    follow = {a.key: a for a in plan if a.op is Op.START and a.observed is None}
+    # Not when boot priorities differ: then starts wait for their level, higher ones first.
+    starts = [a for a in plan if a.op is Op.START]
+    same_priority = len({a.level for a in starts}) <= 1
+    follow = {a.key: a for a in starts if a.observed is None} if same_priority else {}
     followed: set[int] = set()
 
     def chain(a: Action) -> list[Outcome]:

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from anklume.agent.model import Domain, Infra, Machine, frozen_map
-from anklume.agent.resources import OWNER_KEY, PROTECT_KEY, Kind, Resource, State
+from anklume.agent.model import Domain, Infra, InstanceType, Machine, frozen_map
+from anklume.agent.resources import (
+    IMAGE_KEY,
+    OWNER_KEY,
+    PROTECT_KEY,
+    Kind,
+    Resource,
+    State,
+)
 
 STORAGE_POOL = "default"
 _MODEL_DEFAULT = Machine.__dataclass_fields__["os_image"].default
@@ -99,6 +106,7 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
         config["snapshots.expiry"] = m.snapshots_expiry
     config.update(_strmap(m.config))
     config[OWNER_KEY] = infra.project_name
+    config[IMAGE_KEY] = image
 
     # eth0 comes from the project's default profile; overriding it here (same keys + address)
     # turns the machine's IP into a DHCP reservation in Incus's dnsmasq.
@@ -107,18 +115,26 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
     }
     if m.gpu:
         devices["gpu"] = frozen_map({"type": "gpu"})
+    # An unprivileged container's root is an unmapped uid on the host: without an idmapped
+    # mount (shift) it cannot write to the host directories anklume creates as root.
+    lxc = m.type is InstanceType.LXC
     for sv in m.shared_volumes:
         dev = {"type": "disk", "source": sv.source, "path": sv.path}
         if sv.readonly:
             dev["readonly"] = "true"
-        if sv.shift:
+        if sv.shift or lxc:
             dev["shift"] = "true"
+        if sv.propagate:
+            # Mounts made under the source on the host later also appear inside (one way).
+            dev["propagation"] = "rslave"
         devices[f"sv-{sv.volume}"] = frozen_map(dev)
     for pv in m.persistent_data:
         dev = {"type": "disk", "path": pv.path,
                "source": f"{s.persistent_data_base}/{domain.name}/{m.name}/{pv.name}"}
         if pv.readonly:
             dev["readonly"] = "true"
+        if lxc:
+            dev["shift"] = "true"
         devices[f"pd-{pv.name}"] = frozen_map(dev)
     devices.update(_devices(m.devices))
 

@@ -177,3 +177,21 @@ def check_gpus(r: Report, gpu_policy: str, users: Sequence[MachineSpec]) -> None
                     "let them share")
     else:
         r.warn(("global", "gpu_policy"), f"several machines share the GPU: {names}")
+
+
+def check_nics(r: Report, devices: Mapping[str, Mapping[str, str]], path: KeyPath, own: str,
+               others: set[str]) -> None:
+    """eth0 is anklume's (the static IP on the domain's bridge), and a NIC on another domain's
+    bridge would join that domain: both would bypass the addressing and the isolation."""
+    for dev, conf in devices.items():
+        if dev == "eth0" or (conf.get("type") == "nic" and conf.get("name") == "eth0"):
+            r.error((*path, dev), "eth0 is managed by anklume (the static IP on bridge "
+                    f"{own})", "remove this device; the address is set with the machine's ip")
+            continue
+        if conf.get("type") != "nic":
+            continue
+        net = conf.get("network") or conf.get("parent")
+        if net in others:
+            r.error((*path, dev), f"a NIC on {net}, another domain's bridge, would bypass the "
+                    "isolation between domains",
+                    "let the domains talk through network_policies instead")

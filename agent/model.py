@@ -11,11 +11,23 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from hashlib import sha256
 from types import MappingProxyType
+
+IFNAME_MAX = 15  # Linux interface names (IFNAMSIZ - 1)
 
 
 def frozen_map(d: Mapping | None = None) -> Mapping:
     return MappingProxyType(dict(d or {}))
+
+
+def bridge_name(domain: str) -> str:
+    """`net-<domain>` when it fits an interface name, else `net-<first 6>-<4 hex of sha256>`:
+    deterministic, so every run and every host derives the same name."""
+    plain = f"net-{domain}"
+    if len(plain) <= IFNAME_MAX:
+        return plain
+    return f"net-{domain[:6]}-{sha256(domain.encode()).hexdigest()[:4]}"
 
 
 class TrustLevel(StrEnum):
@@ -100,7 +112,7 @@ class Domain:
 
     @property
     def bridge(self) -> str:
-        return f"net-{self.name}"
+        return bridge_name(self.name)
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from anklume.agent.model import frozen_map
-from anklume.agent.resources import OWNER_KEY, PROTECT_KEY, Key, Kind, Resource, State, label
+from anklume.agent.resources import (
+    IMAGE_KEY,
+    OWNER_KEY,
+    PROTECT_KEY,
+    Key,
+    Kind,
+    Resource,
+    State,
+    label,
+)
 
 # Keys Incus writes itself; never ours to compare or remove.
 _INCUS_OWNED = ("volatile.", "image.")
@@ -67,7 +76,8 @@ class Action:
         if self.op is Op.DELETE:
             return {Kind.INSTANCE: 0, Kind.PROFILE: 5, Kind.PROJECT: 6, Kind.NETWORK: 7}[self.kind]
         if self.op is Op.START:
-            return 4
+            # Higher boot priority first, like Incus's own boot order: 4.0 (100) .. 4.1 (0).
+            return 4 + (100 - boot_priority(self.desired)) / 1000
         return {Kind.PROJECT: 1, Kind.NETWORK: 1, Kind.PROFILE: 2, Kind.FIREWALL: 2,
                 Kind.INSTANCE: 3}[self.kind]
 
@@ -106,6 +116,19 @@ class Plan:
         parts = [f"{n} {k.value}{'s' if n != 1 else ''}" for k, n in self.in_sync.items() if n]
         return ("No changes: " + ", ".join(parts) + " already match") if parts else \
             "No changes: nothing declared and nothing of ours found"
+
+
+def boot_priority(r: Resource | None) -> int:
+    v = (r.config if r else {}).get("boot.autostart.priority", "0")
+    return int(v) if v.isdigit() else 0
+
+
+def _autostart(r: Resource) -> bool:
+    """apply never starts what the user keeps stopped at boot; they start it with incus."""
+    return r.config.get("boot.autostart", "").lower() not in ("false", "0", "no", "off")
+
+
+KEPT_STOPPED = "boot_autostart is false: left stopped (start it with `incus start`)"
 
 
 def _ignored(key: str) -> bool:
@@ -182,16 +205,19 @@ _KIND_ORDER = (Kind.PROJECT, Kind.NETWORK, Kind.PROFILE, Kind.INSTANCE)
 
 
 def plan(desired: State, observed: State, *, nft: object = None, prune: bool = False,
-         force: bool = False) -> Plan:
+         force: bool = False, recreate: bool = False) -> Plan:
     """The actions that make `observed` match `desired`.
 
     nft: the firewall's NftChange (None: not managed here); prune: delete our resources that
-    are no longer declared; force: also delete those protected by security.protection.delete.
+    are no longer declared; force: also delete those protected by security.protection.delete;
+    recreate: delete and create again the instances whose os_image changed (protected ones
+    only with force).
     Resources without our ownership marker are never changed or deleted.
     """
     owner = desired.owner
     actions: list[Action] = []
     conflicts: list[Note] = []
+    kept: list[Note] = []  # declared resources left as they are on purpose
     blocked: set[Key] = set()  # declared resources we cannot make right, and their dependents
     in_sync: dict[Kind, int] = dict.fromkeys(_KIND_ORDER, 0)
 
@@ -214,9 +240,11 @@ def plan(desired: State, observed: State, *, nft: object = None, prune: bool = F
                 actions.append(Action(Op.CREATE, kind, want.name, want.project, desired=want,
                                       depends_on=deps,
                                       changes=tuple(diff(Resource(kind, want.name), want))))
-                if kind is Kind.INSTANCE:
+                if kind is Kind.INSTANCE and _autostart(want):
                     actions.append(Action(Op.START, kind, want.name, want.project,
                                           desired=want, depends_on=(want.key,), reason="new"))
+                elif kind is Kind.INSTANCE:
+                    kept.append(Note(want.key, KEPT_STOPPED))
                 continue
             if not _owned(have, observed, owner):
                 blocked.add(want.key)
@@ -230,6 +258,18 @@ def plan(desired: State, observed: State, *, nft: object = None, prune: bool = F
                 conflicts.append(Note(want.key, f"is a {have.instance_type}, declared as a "
                                       f"{want.instance_type}: delete it to have it recreated"))
                 continue
+            if kind is Kind.INSTANCE:
+                old_image = have.config.get(IMAGE_KEY)
+                if old_image is not None and old_image != want.config.get(IMAGE_KEY):
+                    if recreate:
+                        actions += _recreate(want, have, deps, force, conflicts, kept)
+                        continue
+                    conflicts.append(Note(want.key, f"os_image changed ({old_image} -> "
+                                          f"{want.config.get(IMAGE_KEY)}): recreate needed; "
+                                          "`apply --recreate` deletes and creates it again"))
+                    # Other changes still apply; the record keeps the image it really has.
+                    want = replace(want, config=frozen_map({**want.config,
+                                                            IMAGE_KEY: old_image}))
             changes = diff(have, want)
             running = have.status == "Running"
             if changes:
@@ -238,7 +278,9 @@ def plan(desired: State, observed: State, *, nft: object = None, prune: bool = F
                                       depends_on=deps,
                                       needs_restart=kind is Kind.INSTANCE and running
                                       and _needs_restart(changes)))
-            if kind is Kind.INSTANCE and not running:
+            if kind is Kind.INSTANCE and not running and not _autostart(want):
+                kept.append(Note(want.key, KEPT_STOPPED))
+            elif kind is Kind.INSTANCE and not running:
                 actions.append(Action(Op.START, kind, want.name, want.project, desired=want,
                                       observed=have, depends_on=(want.key,),
                                       reason=f"is {have.status.lower() or 'not running'}"))
@@ -255,9 +297,30 @@ def plan(desired: State, observed: State, *, nft: object = None, prune: bool = F
     actions = [replace(a, depends_on=a.depends_on + fw_dep) if a.op is Op.START and fw_dep
                else a for a in actions]
 
-    deletes, kept = _orphans(desired, observed, prune=prune, force=force)
-    return Plan(actions=tuple(deletes + actions), kept=tuple(kept),
+    deletes, orphans = _orphans(desired, observed, prune=prune, force=force)
+    return Plan(actions=tuple(deletes + actions), kept=tuple(kept + orphans),
                 conflicts=tuple(conflicts), in_sync=frozen_map(in_sync))
+
+
+def _recreate(want: Resource, have: Resource, deps: tuple[Key, ...], force: bool,
+              conflicts: list[Note], kept: list[Note]) -> list[Action]:
+    """Delete, create, start: the same key, so a failed deletion skips the rest."""
+    if have.protected and not force:
+        conflicts.append(Note(want.key, f"os_image changed but {PROTECT_KEY}=true: "
+                              "`apply --recreate --force` recreates it"))
+        return []
+    why = f"os_image {have.config.get(IMAGE_KEY)} -> {want.config.get(IMAGE_KEY)}"
+    out = [Action(Op.DELETE, Kind.INSTANCE, want.name, want.project, observed=have,
+                  reason=f"recreate: {why}"),
+           Action(Op.CREATE, Kind.INSTANCE, want.name, want.project, desired=want,
+                  depends_on=(*deps, want.key), reason="recreate",
+                  changes=tuple(diff(Resource(Kind.INSTANCE, want.name), want)))]
+    if _autostart(want):
+        out.append(Action(Op.START, Kind.INSTANCE, want.name, want.project, desired=want,
+                          depends_on=(want.key,), reason="new"))
+    else:
+        kept.append(Note(want.key, KEPT_STOPPED))
+    return out
 
 
 def _orphans(desired: State, observed: State, *, prune: bool,

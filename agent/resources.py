@@ -16,6 +16,8 @@ from anklume.agent.model import frozen_map
 # when no longer declared, to prune. Anything without it is never touched.
 OWNER_KEY = "user.anklume.owner"
 PROTECT_KEY = "security.protection.delete"
+# The image an instance was created from (as declared): a different os_image means recreate.
+IMAGE_KEY = "user.anklume.os_image"
 
 
 class Kind(StrEnum):

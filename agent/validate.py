@@ -36,6 +36,7 @@ from anklume.agent.model import (
     Profile,
     SharedVolumeMount,
     TrustLevel,
+    bridge_name,
     frozen_map,
 )
 from anklume.agent.problems import (
@@ -51,7 +52,7 @@ __all__ = ["Problem", "ValidationError", "load", "load_with_warnings", "validate
 _log = logging.getLogger("anklume.agent.validate")
 
 SCHEMA_VERSION = 1
-DOMAIN_NAME_MAX = 11  # "net-" + name must fit Linux's 15-character interface names
+DOMAIN_NAME_MAX = 63  # a DNS label; longer names get a derived bridge name (model.bridge_name)
 
 def load(path: Path | None = None) -> Infra:
     """Read and validate PATH (None: the embedded default); warnings are logged."""
@@ -119,6 +120,7 @@ class _Validator:
             self.r.error(("project_name",), "must not be empty")
         legacy_base = self._global(top.get("global"))
         self._domains(top.get("domains"))
+        self._bridges()
         self._addresses(legacy_base)
         self._shared_volumes(top["shared_volumes"])
         for m in self.machines.values():
@@ -174,6 +176,9 @@ class _Validator:
         gpu_policy = values.choice(r, g["gpu_policy"], ("exclusive", "shared"),
                                    (*path, "gpu_policy"))
         firewall = values.choice(r, g["firewall_mode"], ("host", "vm"), (*path, "firewall_mode"))
+        if firewall == "vm":
+            r.warn((*path, "firewall_mode"), "vm (a firewall VM) is not supported yet: the "
+                   "appliance filters on the host, as with host")
         sv_base = values.abs_path(r, g["shared_volumes_base"], (*path, "shared_volumes_base"))
         pd_base = values.abs_path(r, g["persistent_data_base"], (*path, "persistent_data_base"))
         self.settings = GlobalSettings(
@@ -218,6 +223,26 @@ class _Validator:
             assert isinstance(machines, Mapping)
             for mname, mraw in machines.items():
                 self._machine(d, mname, mraw)
+
+    def _bridges(self) -> None:
+        # Two derived bridge names can collide (same first 6 characters and hash prefix, or a
+        # derived name equal to another domain's plain one): Incus would merge the domains.
+        seen: dict[str, str] = {}
+        for d in sorted(self.domains.values(), key=lambda d: d.name):
+            br = bridge_name(d.name)
+            if br in seen:
+                self.r.error(d.path, f'bridge name "{br}" is also the bridge of domain '
+                             f'"{seen[br]}"', "rename one of the two domains")
+            else:
+                seen[br] = d.name
+        for d in self.domains.values():
+            others = {b for b, n in seen.items() if n != d.name}
+            for pname, prof in d.profiles.items():
+                machines.check_nics(self.r, prof.devices, (*d.path, "profiles", pname, "devices"),
+                                    bridge_name(d.name), others)
+            for m in d.machines:
+                machines.check_nics(self.r, m.devices, (*m.path, "devices"),
+                                    bridge_name(d.name), others)
 
     def _profile(self, d: _DomainSpec, name: object, raw: object) -> None:
         path: KeyPath = (*d.path, "profiles", str(name))

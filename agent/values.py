@@ -16,8 +16,14 @@ ITEM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ITEM_RULE = "letters, digits, '.', '_' and '-'"
 # An image alias (`debian/13`) or fingerprint, optionally behind a remote (`images:debian/13`).
 IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*:)?[A-Za-z0-9][A-Za-z0-9._/+-]*$")
-CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,-]+$")
-CRON_ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
+CRON_ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually",
+                "@startup", "@never"}
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# minute, hour, day of month, month, day of week: (lowest, highest, names from the lowest)
+CRON_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()), (1, 12, _MONTHS), (0, 6, _DAYS))
+# The image remotes apply.py can turn into a server (apply._REMOTES) plus the local store.
+IMAGE_REMOTES = ("images", "local")
 EXPIRY_RE = re.compile(r"^\d+[dhm]$")
 # The words Incus itself reads as true for a boolean config key.
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -47,8 +53,7 @@ def name(r: Report, value: object, path: KeyPath, what: str, maximum: int) -> bo
                 "lowercase letters, digits and '-', not starting or ending with '-'")
         return False
     if len(value) > maximum:
-        why = " (its bridge net-<name> must fit in 15 characters)" if what == "domain" else ""
-        r.error(path, f'{what} name "{value}" is longer than {maximum} characters{why}')
+        r.error(path, f'{what} name "{value}" is longer than {maximum} characters')
         return False
     if value == HOST:
         r.error(path, f'"{HOST}" is reserved: network policies use it for the appliance')
@@ -75,6 +80,12 @@ def choice(r: Report, value: object, choices: tuple[str, ...], path: KeyPath) ->
 
 def image(r: Report, value: object, path: KeyPath, fallback: str) -> str:
     if isinstance(value, str) and IMAGE_RE.match(value):
+        remote, sep, _ = value.partition(":")
+        if sep and remote not in IMAGE_REMOTES:
+            r.error(path, f'image remote "{remote}" is not supported',
+                    "use " + " or ".join(f'"{x}:"' for x in IMAGE_REMOTES)
+                    + ", or a local alias or fingerprint without a remote")
+            return fallback
         return value
     r.error(path, f"{show(value)} is not an image alias or fingerprint",
             'e.g. "debian/13" or "images:debian/13"')
@@ -92,10 +103,33 @@ def abs_path(r: Report, value: object, path: KeyPath) -> str:
 
 
 def cron_ok(value: str) -> bool:
-    if value.strip() in CRON_ALIASES:
+    """What Incus accepts for snapshots.schedule: triggers separated by ", ", each an alias or
+    five space-separated fields (robfig/cron's standard syntax, names case-insensitive)."""
+    return all(t in CRON_ALIASES or _cron_trigger(t) for t in value.lower().split(", "))
+
+
+def _cron_trigger(t: str) -> bool:
+    fields = t.split(" ")
+    return len(fields) == 5 and all(
+        all(_cron_range(part, *bounds) for part in f.split(","))
+        for f, bounds in zip(fields, CRON_FIELDS, strict=True))
+
+
+def _cron_value(v: str, lo: int, hi: int, names: tuple[str, ...]) -> int | None:
+    if v in names:
+        return names.index(v) + lo
+    return int(v) if v.isdigit() and v.isascii() and lo <= int(v) <= hi else None
+
+
+def _cron_range(part: str, lo: int, hi: int, names: tuple[str, ...]) -> bool:
+    rng, slash, step = part.partition("/")
+    if slash and not (step.isdigit() and step.isascii() and int(step) > 0):
+        return False
+    if rng in ("*", "?"):
         return True
-    fields = value.split()
-    return len(fields) == 5 and all(CRON_FIELD_RE.match(f) for f in fields)
+    a, dash, b = rng.partition("-")
+    first, last = _cron_value(a, lo, hi, names), _cron_value(b, lo, hi, names) if dash else None
+    return first is not None and not (dash and (last is None or last < first))
 
 
 def string_map(r: Report, raw: object, path: KeyPath) -> dict[str, str]:

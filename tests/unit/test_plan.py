@@ -107,7 +107,7 @@ def test_desired_machine_options(infra):
     assert r.config["limits.cpu"] == "2"
     assert dict(r.devices["gpu"]) == {"type": "gpu"}
     assert dict(r.devices["pd-home"]) == {
-        "type": "disk", "path": "/home", "readonly": "true",
+        "type": "disk", "path": "/home", "readonly": "true", "shift": "true",
         "source": "/srv/anklume/data/work/work-dev/home"}
     assert dict(r.devices["sv-docs"]) == {
         "type": "disk", "source": "/srv/anklume/shares/docs", "path": "/docs", "shift": "true"}
