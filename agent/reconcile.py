@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from anklume.agent import nftables
+from anklume.agent import nftables, preflight
 from anklume.agent.apply import Result, apply
 from anklume.agent.desired import desired
 from anklume.agent.incus_api import Incus, IncusError
@@ -24,12 +24,13 @@ SETTLE_TIMEOUT = 60  # seconds to wait for Incus operations a killed run left in
 @dataclass(frozen=True)
 class Report:
     plan: Plan
-    result: Result | None  # None: dry run
+    result: Result | None  # None: dry run, or refused by a preflight problem
     seconds: float
+    problems: tuple[str, ...] = ()  # preflight: why nothing was applied
 
     @property
     def ok(self) -> bool:
-        return not self.plan.conflicts and (self.result is None or not (
+        return not self.problems and not self.plan.conflicts and (self.result is None or not (
             self.result.failed or self.result.skipped))
 
 
@@ -50,22 +51,25 @@ def settle(incus: Incus) -> None:
 
 def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run: bool = False,
               default_image: str | None = None, incus: Incus | None = None,
-              firewall: bool = True) -> Report:
+              firewall: bool = True, recreate: bool = False) -> Report:
     t0 = time.monotonic()
     incus = incus or Incus()
     settle(incus)
     want = desired(infra, default_image=default_image)
     have = observe(incus)
     nft = nftables.plan(infra) if firewall else None
-    p = plan(want, have, nft=nft, prune=prune, force=force)
+    p = plan(want, have, nft=nft, prune=prune, force=force, recreate=recreate)
+    problems = tuple(preflight.check(want, incus))
+    for msg in problems:
+        log.event(_log, "Cannot apply", logging.ERROR, reason=msg)
     for c in p.conflicts:
         log.event(_log, "Cannot reconcile", logging.ERROR, resource=c.label, reason=c.reason)
     for k in p.kept:
         log.event(_log, "Orphan kept", logging.WARNING, resource=k.label, reason=k.reason)
-    result = None if dry_run else apply(p, incus)
+    result = None if dry_run or problems else apply(p, incus)
     dt = time.monotonic() - t0
     changes = len(p) if result is None else len(result.done)
     log.event(_log, "Reconcile done", changes=changes, dry_run=str(dry_run).lower(),
               failed=0 if result is None else len(result.failed) + len(p.conflicts),
               kept=len(p.kept), duration_ms=int(dt * 1000))
-    return Report(p, result, dt)
+    return Report(p, result, dt, problems)
