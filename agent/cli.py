@@ -40,6 +40,7 @@ def validate(path: Path | None = PATH_ARG) -> None:
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
     # plan/apply live in their own module (the reconcile work).
-    from anklume.agent import cli_reconcile
+    from anklume.agent import cli_reconcile, cli_runtime
 
     cli_reconcile.register(app)
+    cli_runtime.register(app)  # agent boot/health, status

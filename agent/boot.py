@@ -1,0 +1,277 @@
+"""The boot reconcile (`anklume agent boot`): make the machine match the saved infra.yml.
+
+Run by the image's units at every boot (trigger "boot") and when the configuration changes
+(trigger "path"). In order: take the apply lock, wait for Incus, make sure the storage pool
+exists, validate the configuration, reconcile, save the live firewall, record the last result.
+
+- A broken configuration is the user's to fix: it is reported (journal + last result
+  "invalid") and never retried. One failing resource is not retried either ("partial"): the
+  next reconcile plans from what is really there.
+- What may go away by itself (Incus still starting, busy, restarting) is retried with backoff
+  until a deadline; Incus that never answers is an "error": the OS did not do its job.
+- Never prunes unless the configuration asks for it (`global.prune_at_boot`): a boot must not
+  delete what the user made while a configuration was, say, half-edited.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anklume.agent import atomic, last_result, lock, nft_live, paths, retry, sdnotify
+from anklume.agent.incus_api import Incus, IncusError
+from anklume.agent.last_result import Counts, LastResult
+from anklume.agent.nft_rules import FAMILY, TABLE
+from anklume.agent.resources import Kind
+
+from anklume import __version__, log
+from anklume.errors import AnklumeError
+
+_log = log.get("boot")
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # some resource failed, or the agent itself failed (see the last result)
+EXIT_INVALID = 2  # the configuration is invalid: nothing was changed
+EXIT_UNREACHABLE = 75  # EX_TEMPFAIL: Incus never answered
+
+INCUS_TIMEOUT = 120.0  # seconds to wait for Incus to answer at boot
+RETRY_TIMEOUT = 300.0  # seconds to keep retrying a reconcile interrupted by temporary errors
+POOL = "default"
+
+
+class IncusUnreachable(AnklumeError):
+    exit_code = EXIT_UNREACHABLE
+
+
+@dataclass
+class Run:
+    """What one boot run found, turned into the last result at the end."""
+
+    trigger: str
+    config: str = last_result.EMBEDDED
+    outcome: str = "error"
+    counts: Counts = field(default_factory=Counts)
+    errors: list[str] = field(default_factory=list)
+    drift: int = 0
+    firewall: str = "not applied"
+    t0: float = field(default_factory=time.monotonic)
+
+    def result(self) -> LastResult:
+        return LastResult(
+            time=last_result.now(), boot_id=last_result.boot_id(), agent_version=__version__,
+            image_version=last_result.image_version(), trigger=self.trigger,
+            config=self.config, outcome=self.outcome, counts=self.counts,
+            errors=tuple(self.errors), drift=self.drift,
+            seconds=round(time.monotonic() - self.t0, 3), firewall=self.firewall)
+
+
+def wait_for_incus(incus: Incus, timeout: float, *, sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> Any:
+    """Poll /1.0 until Incus answers; IncusUnreachable with the last error after `timeout`.
+    An error answer counts as "not yet" too: a starting daemon refuses requests for a while."""
+    def retried(e: BaseException, delay: float) -> None:
+        log.event(_log, "Incus not answering yet", logging.DEBUG, error=str(e), retry_in=delay)
+
+    try:
+        return retry.retry(lambda: incus.get("/1.0"), deadline_s=timeout,
+                           retry_on=(*retry.transient(), IncusError), on_retry=retried,
+                           sleep=sleep, clock=clock)
+    except (*retry.transient(), IncusError) as e:
+        raise IncusUnreachable(f"Incus did not answer within {timeout:g} s: {e}") from e
+
+
+def ensure_pool(incus: Incus) -> bool:
+    """Create the `default` storage pool (driver dir) when Incus has none by that name; an
+    existing pool is never touched. True when it was created. Until the encrypted data pool
+    exists Incus keeps its state in RAM, so this happens at every such boot."""
+    names = {u.rstrip("/").rsplit("/", 1)[-1] for u in incus.get("/1.0/storage-pools") or []}
+    if POOL in names:
+        return False
+    incus.request("POST", "/1.0/storage-pools", body={
+        "name": POOL, "driver": "dir",
+        "description": "made by the anklume agent until a data pool exists"})
+    log.event(_log, "Storage pool created", pool=POOL, driver="dir")
+    return True
+
+
+def image_kwargs(infra: Any, incus: Incus, reconcile_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Glue to the shipped-images step (anklume.agent.images, written separately): used only
+    when that module exists and reconcile takes an `image_map`. Otherwise reconcile brings in
+    the images itself (or there are none to bring)."""
+    if "image_map" not in inspect.signature(reconcile_fn).parameters:
+        return {}
+    if importlib.util.find_spec("anklume.agent.images") is None:
+        return {}
+    from anklume.agent import images
+
+    return {"image_map": images.ensure_available(infra, incus)}
+
+
+def firewall_script(live: str | None) -> str:
+    """An `nft -f` file that replaces whatever `inet anklume` table is loaded with `live`
+    (None: leaves no table). Declaring the table first makes the delete valid when none is
+    loaded yet; nft commits the whole file as one transaction."""
+    head = f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n"
+    if live is None:
+        return head
+    return head + live + ("" if live.endswith("\n") else "\n")
+
+
+def save_firewall(path: Path | None = None) -> str:
+    """Write the live table to paths.firewall_file(); "applied" or "none" (no table)."""
+    live = nft_live.read_table()
+    atomic.write_text(path or paths.firewall_file(), firewall_script(live))
+    return "applied" if live is not None else "none"
+
+
+def _firewall_ok(report: Any) -> bool:
+    """True unless this run's firewall action failed or was skipped."""
+    return not any(o.action.kind is Kind.FIREWALL and not o.ok for o in report.result.outcomes)
+
+
+def _note(o: Any) -> str:
+    return f"{o.action.op.value} {o.action.label}: {o.error or o.skipped}"
+
+
+def record_report(run: Run, report: Any) -> int:
+    """Outcome, counts and errors of a finished reconcile; returns the exit status. A
+    reconcile that refused to apply anything (preflight problems: the configuration does not
+    fit this system) is "partial" too: the user's to fix, like a failing resource."""
+    r = report.result
+    done, failed, skipped = (r.done, r.failed, r.skipped) if r is not None else ([], [], [])
+    run.counts = Counts(changes=len(done), failed=len(failed), skipped=len(skipped),
+                        conflicts=len(report.plan.conflicts), kept=len(report.plan.kept))
+    run.drift = len(done)
+    run.errors = [*getattr(report, "problems", ()), *(_note(o) for o in failed),
+                  *(_note(o) for o in skipped),
+                  *(f"{n.label}: {n.reason}" for n in report.plan.conflicts)]
+    run.outcome = "success" if report.ok else "partial"
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _restore_saved_firewall() -> None:
+    # When the configuration is not applied (invalid, or refused): keep the isolation of the
+    # last good run rather than none (a unit may have loaded it already: then a no-op).
+    f = paths.firewall_file()
+    try:
+        if nft_live.read_table() is None and f.is_file():
+            nft_live.load(f.read_text())
+            log.event(_log, "Saved firewall restored", file=str(f))
+    except (AnklumeError, OSError) as e:
+        log.event(_log, "Saved firewall not restored", logging.ERROR, file=str(f), error=str(e))
+
+
+def _reconcile_step(run: Run, infra: Any, incus: Incus, retry_timeout: float,
+                    sleep: Callable[[float], None]) -> int:
+    from anklume.agent.reconcile import reconcile
+
+    prune = bool(getattr(infra.settings, "prune_at_boot", False))
+
+    def retried(e: BaseException, delay: float) -> None:
+        log.event(_log, "Reconcile interrupted, retrying", logging.WARNING, error=str(e),
+                  retry_in=delay)
+        sdnotify.status(f"retrying in {delay:g} s: {e}")
+
+    def attempt() -> Any:
+        planned = reconcile(infra, prune=prune, dry_run=True, incus=incus)
+        sdnotify.status(f"applying {len(planned.plan)} changes")
+        return reconcile(infra, prune=prune, incus=incus,
+                         **image_kwargs(infra, incus, reconcile))
+
+    try:
+        report = retry.retry(attempt, deadline_s=retry_timeout, on_retry=retried, sleep=sleep)
+    except retry.transient() as e:
+        run.errors.append(f"Incus stopped answering: {e}")
+        return EXIT_UNREACHABLE
+    code = record_report(run, report)
+    if report.result is None:  # refused before applying: keep the last good isolation
+        _restore_saved_firewall()
+    elif _firewall_ok(report):
+        try:
+            run.firewall = save_firewall()
+        except (AnklumeError, OSError) as e:
+            run.firewall = "failed"
+            run.errors.append(f"firewall not saved to {paths.firewall_file()}: {e}")
+    else:
+        run.firewall = "failed"
+    return code
+
+
+def _run(run: Run, incus: Incus, incus_timeout: float, retry_timeout: float,
+         sleep: Callable[[float], None]) -> int:
+    from anklume.agent.validate import ValidationError, load_with_warnings
+
+    sdnotify.status("waiting for Incus")
+    try:
+        wait_for_incus(incus, incus_timeout, sleep=sleep)
+    except IncusUnreachable as e:
+        run.errors.append(str(e))
+        log.event(_log, "Incus unreachable", logging.ERROR, timeout_s=incus_timeout,
+                  error=str(e))
+        return EXIT_UNREACHABLE
+    ensure_pool(incus)
+
+    config = paths.user_config()
+    run.config = str(config) if config is not None else last_result.EMBEDDED
+    sdnotify.status(f"validating {run.config}")
+    try:
+        infra, warnings = load_with_warnings(config)
+    except ValidationError as e:
+        run.outcome = "invalid"
+        run.errors = [str(p) for p in e.problems]
+        for p in e.problems:
+            log.event(_log, "Configuration problem", logging.ERROR, config=run.config,
+                      problem=str(p))
+        _restore_saved_firewall()
+        return EXIT_INVALID
+    for w in warnings:
+        log.event(_log, "Configuration warning", logging.WARNING, config=run.config,
+                  warning=str(w))
+    return _reconcile_step(run, infra, incus, retry_timeout, sleep)
+
+
+def boot(trigger: str = "boot", *, incus_timeout: float = INCUS_TIMEOUT,
+         retry_timeout: float = RETRY_TIMEOUT, incus: Incus | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """One boot reconcile under the apply lock; always records the last result. Returns the
+    exit status (EXIT_*)."""
+    def waiting(h: lock.Holder) -> None:
+        log.event(_log, "Waiting for the apply lock", holder=h.describe())
+        sdnotify.status(f"waiting for {h.describe()}")
+
+    with lock.apply_lock(f"anklume agent boot --trigger {trigger}", on_wait=waiting):
+        run = Run(trigger)
+        try:
+            code = _run(run, incus or Incus(), incus_timeout, retry_timeout, sleep)
+        except BaseException as e:
+            run.outcome, code = "error", EXIT_PARTIAL
+            run.errors.append(f"{e.__class__.__name__}: {e}")
+            _finish(run, code)
+            raise
+        if code == EXIT_UNREACHABLE:
+            run.outcome = "error"
+        _finish(run, code)
+        return code
+
+
+def _finish(run: Run, code: int) -> None:
+    result = run.result()
+    try:
+        last_result.write(result)
+    except OSError as e:
+        log.event(_log, "Last result not written", logging.ERROR,
+                  file=str(paths.last_result_file()), error=str(e))
+    c = result.counts
+    summary = (f"{result.outcome}: {c.changes} changes, {c.failed} failed, {c.skipped} skipped, "
+               f"{c.conflicts} conflicts")
+    sdnotify.status(f"done: {summary}")
+    log.event(_log, "Boot reconcile done", logging.INFO if code == EXIT_OK else logging.ERROR,
+              outcome=result.outcome, trigger=result.trigger, config=result.config,
+              changes=c.changes, failed=c.failed, skipped=c.skipped, conflicts=c.conflicts,
+              firewall=result.firewall, exit=code, duration_ms=int(result.seconds * 1000))

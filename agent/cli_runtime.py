@@ -1,0 +1,89 @@
+"""The agent's runtime commands: `anklume agent boot`, `anklume agent health` (what the
+image's systemd units run) and `anklume status` (what the last run did)."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+import typer
+
+agent_app = typer.Typer(help="The on-box agent's runtime (run by the appliance's units).",
+                        no_args_is_help=True)
+
+EXIT_NO_RESULT = 3  # `anklume status`: the agent has not recorded a result yet
+
+
+class Trigger(StrEnum):
+    boot = "boot"
+    path = "path"
+    cli = "cli"
+
+
+@agent_app.command("boot", short_help="Reconcile the saved configuration (the boot unit).")
+def boot_cmd(
+    trigger: Trigger = typer.Option(
+        Trigger.boot, "--trigger", help="What started this run (recorded in the last result)."),
+    incus_timeout: float = typer.Option(
+        120.0, "--incus-timeout", metavar="SECONDS", help="How long to wait for Incus."),
+    retry_timeout: float = typer.Option(
+        300.0, "--retry-timeout", metavar="SECONDS",
+        help="How long to retry a reconcile interrupted by temporary errors."),
+) -> None:
+    """Reconcile the saved configuration (infra.yml or infra/ in $ANKLUME_STATE_DIR, else the
+    embedded default) and record the last result. Exit status: 0 success; 1 partial (some
+    resource failed) or the agent failed; 2 invalid configuration (nothing changed, not
+    retried); 75 Incus never answered."""
+    from anklume.agent import boot
+
+    raise typer.Exit(boot.boot(trigger.value, incus_timeout=incus_timeout,
+                               retry_timeout=retry_timeout))
+
+
+@agent_app.command("health", short_help="The boot health gate: exit 0 when the OS did its job.")
+def health_cmd() -> None:
+    """The boot health gate: exit 0 when Incus answers, the firewall table is loaded and this
+    boot's last result is success, invalid or partial; exit 1 otherwise (the rule:
+    docs/health-gate.md)."""
+    from anklume.agent import health
+
+    checks = health.judge(health.collect())
+    for c in checks:
+        typer.echo(c.line())
+    if not health.passed(checks):
+        raise typer.Exit(1)
+
+
+def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """What the agent's last run did: time, versions, outcome, counts, errors. Exit 0, or 3
+    when there is no result yet."""
+    from anklume.agent import last_result
+
+    last, reason = last_result.read()
+    this_boot = last is not None and last.boot_id == last_result.boot_id()
+    if as_json:
+        typer.echo(json.dumps({
+            "last_result": json.loads(last.to_json()) if last else None,
+            "this_boot": this_boot, "reason": reason or None}, indent=2))
+    elif last is None:
+        typer.echo(f"No result: {reason}")
+    else:
+        c = last.counts
+        typer.echo("\n".join([
+            f"outcome:  {last.outcome}",
+            f"time:     {last.time} ({'this boot' if this_boot else 'an earlier boot'}, "
+            f"trigger {last.trigger}, {last.seconds:.1f} s)",
+            f"versions: agent {last.agent_version}, image {last.image_version or 'unknown'}",
+            f"config:   {last.config}",
+            f"counts:   {c.changes} changes, {c.failed} failed, {c.skipped} skipped, "
+            f"{c.conflicts} conflicts, {c.kept} kept",
+            f"firewall: {last.firewall}",
+            *(["errors:"] + [f"  - {e}" for e in last.errors] if last.errors else []),
+        ]))
+    if last is None:
+        raise typer.Exit(EXIT_NO_RESULT)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(agent_app, name="agent")
+    app.command("status")(status_cmd)

@@ -1,0 +1,120 @@
+"""The boot health gate (`anklume agent health`): did the OS do its job on this boot?
+
+It passes only when all three hold:
+- Incus answers `GET /1.0` (within a short timeout);
+- the `inet anklume` table is loaded (`nft list table inet anklume` succeeds) - or this boot's
+  result explains why there is none: the configuration declares no enabled domain
+  (firewall "none"), or it was not applied (invalid, or refused by preflight: "not applied")
+  and no earlier firewall was saved;
+- the last result exists, is from this boot (its boot_id is the kernel's) and its outcome is
+  success, invalid or partial.
+
+A broken infra.yml ("invalid") or one failing instance ("partial") is the user's to fix and
+never fails the gate: a user's mistake must not roll the OS back to the other slot. "error"
+(the agent could not run, e.g. Incus never came up) or no result from this boot fails it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from anklume.agent import last_result, nft_live
+from anklume.agent.last_result import LastResult
+
+from anklume.errors import AnklumeError
+
+INCUS_TIMEOUT = 10.0  # seconds; the boot unit already waited for Incus, this only confirms
+PASSING = ("success", "invalid", "partial")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        detail = " ".join(self.detail.split())  # one line per check, hints included
+        return f"{'ok' if self.ok else 'FAIL'}  {self.name}: {detail}"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the gate looks at, gathered by collect() (or given by a test)."""
+
+    incus_error: str | None  # None: Incus answered
+    table: str  # "loaded", "absent", or the error nft gave
+    last: LastResult | None
+    last_reason: str  # why `last` is None
+    boot_id: str | None
+
+
+def judge(f: Facts) -> list[Check]:
+    """The gate's rule (pure)."""
+    this_boot = f.last is not None and f.boot_id is not None and f.last.boot_id == f.boot_id
+    checks = [Check("incus", f.incus_error is None,
+                    "answers /1.0" if f.incus_error is None else f.incus_error)]
+
+    if f.table == "loaded":
+        checks.append(Check("firewall", True, "table inet anklume is loaded"))
+    elif f.table == "absent" and this_boot and f.last.firewall == "none":
+        checks.append(Check("firewall", True, "no table: the configuration has no enabled "
+                                              "domain"))
+    elif f.table == "absent" and this_boot and f.last.firewall == "not applied":
+        checks.append(Check("firewall", True, f"no table: the configuration was not applied "
+                                              f"(outcome {f.last.outcome}) and no earlier "
+                                              "firewall was saved"))
+    elif f.table == "absent":
+        checks.append(Check("firewall", False, "table inet anklume is not loaded"))
+    else:
+        checks.append(Check("firewall", False, f"nft failed: {f.table}"))
+
+    if f.last is None:
+        checks.append(Check("last result", False, f.last_reason))
+    elif not this_boot:
+        checks.append(Check("last result", False, f"from another boot ({f.last.time}, boot "
+                                                  f"{f.last.boot_id}): the agent has not run "
+                                                  "on this boot"))
+    elif f.last.outcome not in PASSING:
+        why = f"; {f.last.errors[0]}" if f.last.errors else ""
+        checks.append(Check("last result", False, f"outcome {f.last.outcome}{why}"))
+    else:
+        checks.append(Check("last result", True, f"outcome {f.last.outcome} at {f.last.time}"))
+    return checks
+
+
+def _incus_error(timeout: float) -> str | None:
+    # In a thread: a wedged daemon must not hang the gate (the socket has no timeout of its own).
+    from anklume.agent.incus_api import Incus
+
+    out: list[str | None] = [f"no answer within {timeout:g} s"]
+
+    def ask() -> None:
+        try:
+            Incus().get("/1.0")
+            out[0] = None
+        except (AnklumeError, OSError) as e:
+            out[0] = str(e)
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return out[0]
+
+
+def _table() -> str:
+    try:
+        return "loaded" if nft_live.read_table() is not None else "absent"
+    except AnklumeError as e:
+        return str(e)
+
+
+def collect(incus_timeout: float = INCUS_TIMEOUT) -> Facts:
+    last, reason = last_result.read()
+    return Facts(incus_error=_incus_error(incus_timeout), table=_table(), last=last,
+                 last_reason=reason, boot_id=last_result.boot_id())
+
+
+def passed(checks: list[Check]) -> bool:
+    return all(c.ok for c in checks)
