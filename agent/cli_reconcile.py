@@ -16,10 +16,15 @@ _FW_SHOWN = 8  # firewall rule lines shown before "... and N more"
 
 PRUNE = typer.Option(False, "--prune", help="Delete anklume's resources no longer declared.")
 FORCE = typer.Option(False, "--force",
-                     help="With --prune, also delete instances protected against deletion.")
+                     help="With --prune or --recreate, also delete instances protected "
+                     "against deletion.")
 DEFAULT_IMAGE = typer.Option(
     None, "--default-image", metavar="ALIAS",
     help="Image for machines without their own os_image (overrides global.default_os_image).")
+RECREATE = typer.Option(
+    False, "--recreate",
+    help="Delete and create again the instances whose os_image changed (their data outside "
+    "persistent_data and shared volumes is lost).")
 
 
 def _show(v: str | None) -> str:
@@ -74,17 +79,20 @@ def format_result(r: Result) -> str:
 
 
 def plan_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FORCE,
-             default_image: str | None = DEFAULT_IMAGE) -> None:
+             default_image: str | None = DEFAULT_IMAGE, recreate: bool = RECREATE) -> None:
     """Show what `apply` would change, as a diff (+ create, ~ update, - delete, > start)."""
     from anklume.agent.reconcile import reconcile
 
     infra = load_or_exit(path)
-    report = reconcile(infra, prune=prune, force=force, dry_run=True, default_image=default_image)
+    report = reconcile(infra, prune=prune, force=force, dry_run=True, default_image=default_image,
+                       recreate=recreate)
     typer.echo(format_plan(report.plan))
+    _echo_problems(report.problems)
 
 
 def apply_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FORCE,
               dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
+              recreate: bool = RECREATE,
               default_image: str | None = DEFAULT_IMAGE,
               no_wait: bool = typer.Option(
                   False, "--no-wait",
@@ -97,12 +105,16 @@ def apply_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = F
     infra = load_or_exit(path)
     if dry_run:  # reads only: no need to wait for a running apply
         report = reconcile(infra, prune=prune, force=force, dry_run=True,
-                           default_image=default_image)
+                           default_image=default_image, recreate=recreate)
     else:
         with _apply_lock(no_wait):
-            report = reconcile(infra, prune=prune, force=force, default_image=default_image)
+            report = reconcile(infra, prune=prune, force=force, default_image=default_image,
+                               recreate=recreate)
     typer.echo(format_plan(report.plan))
-    if report.result is None:
+    _echo_problems(report.problems)
+    if report.problems:
+        typer.echo("Nothing applied: fix the problems above first")
+    elif report.result is None:
         typer.echo("Dry run: nothing changed")
     elif report.plan.actions:
         typer.echo(format_result(report.result))
@@ -121,6 +133,11 @@ def _apply_lock(no_wait: bool) -> AbstractContextManager[None]:
 
     return apply_lock(shlex.join(["anklume", *sys.argv[1:]]), wait=not no_wait,
                       on_wait=waiting)
+
+
+def _echo_problems(problems: tuple[str, ...]) -> None:
+    for msg in problems:
+        typer.echo(f"error: {msg}", err=True)
 
 
 def register(app: typer.Typer) -> None:
