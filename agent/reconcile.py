@@ -65,7 +65,7 @@ def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run
     for c in p.conflicts:
         log.event(_log, "Cannot reconcile", logging.ERROR, resource=c.label, reason=c.reason)
     for k in p.kept:
-        log.event(_log, "Orphan kept", logging.WARNING, resource=k.label, reason=k.reason)
+        log.event(_log, "Left as is", logging.WARNING, resource=k.label, reason=k.reason)
     result = None if dry_run or problems else apply(p, incus)
     dt = time.monotonic() - t0
     changes = len(p) if result is None else len(result.done)

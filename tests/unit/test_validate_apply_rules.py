@@ -7,7 +7,10 @@ import hashlib
 import pytest
 from anklume.agent import apply, values
 from anklume.agent.model import bridge_name
-from test_validate import doc, errors, ok, where
+from test_validate import doc, errors, ok, where, write
+from typer.testing import CliRunner
+
+from anklume.cli import app
 
 
 def test_long_domain_name_gets_a_derived_bridge_that_fits(tmp_path):
@@ -123,3 +126,13 @@ def test_firewall_mode_vm_warns_at_validate_time(tmp_path):
     _, warnings = ok(tmp_path, data)
     assert where(warnings) == ["global.firewall_mode"]
     assert "not supported" in warnings[0].what and warnings[0].line
+
+
+def test_cli_validate_prints_the_firewall_mode_warning(tmp_path):
+    data = doc()
+    data["global"]["firewall_mode"] = "vm"
+    path = write(tmp_path, data)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {path}:" in result.output
+    assert "global.firewall_mode: vm (a firewall VM) is not supported yet" in result.output
