@@ -124,7 +124,7 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
             dev["readonly"] = "true"
         if sv.shift or lxc:
             dev["shift"] = "true"
-        if sv.propagate:
+        if sv.propagate and lxc:
             # Mounts made under the source on the host later also appear inside (one way).
             dev["propagation"] = "rslave"
         devices[f"sv-{sv.volume}"] = frozen_map(dev)

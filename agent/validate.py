@@ -31,6 +31,7 @@ from anklume.agent.model import (
     Domain,
     GlobalSettings,
     Infra,
+    InstanceType,
     Machine,
     NetworkPolicy,
     Profile,
@@ -315,6 +316,9 @@ class _Validator:
                     modes[str(who)] = mode
             for m in self.machines.values():
                 mode = modes.get(m.name) or modes.get(m.domain)  # a machine entry wins
+                if mode and v["propagate"] and m.type is InstanceType.VM:
+                    self.r.warn((*path, "propagate"), f'has no effect on VM "{m.name}" (mount '
+                                "propagation is for containers' bind mounts)")
                 if mode:
                     m.mounts.append(SharedVolumeMount(
                         name, source, mount, readonly=mode == "ro", shift=bool(v["shift"]),

@@ -102,3 +102,18 @@ def test_recreate_of_an_ephemeral_instance_needs_no_force(infra):
 def test_instances_record_their_image(infra):
     r = want(infra).get((Kind.INSTANCE, "work", "work-web"))
     assert r.config[IMAGE_KEY] == IMAGE
+
+
+def test_propagate_is_rslave_on_containers_only(infra):
+    from anklume.agent.model import InstanceType, SharedVolumeMount
+
+    sv = (SharedVolumeMount("docs", "/srv/docs", "/docs", readonly=False, propagate=True),)
+    lxc = want(edit_machine(infra, "work-web", shared_volumes=sv)).get(
+        (Kind.INSTANCE, "work", "work-web"))
+    assert dict(lxc.devices["sv-docs"]) == {"type": "disk", "source": "/srv/docs",
+                                            "path": "/docs", "shift": "true",
+                                            "propagation": "rslave"}
+    vm = want(edit_machine(infra, "work-web", shared_volumes=sv, type=InstanceType.VM)).get(
+        (Kind.INSTANCE, "work", "work-web"))
+    assert dict(vm.devices["sv-docs"]) == {"type": "disk", "source": "/srv/docs",
+                                           "path": "/docs"}

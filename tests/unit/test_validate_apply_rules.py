@@ -136,3 +136,14 @@ def test_cli_validate_prints_the_firewall_mode_warning(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"warning: {path}:" in result.output
     assert "global.firewall_mode: vm (a firewall VM) is not supported yet" in result.output
+
+
+def test_propagate_warns_for_vm_consumers(tmp_path):
+    data = doc()
+    data["domains"]["pro"]["machines"]["pro-dev"]["type"] = "vm"
+    data["shared_volumes"] = {"docs": {"propagate": True, "consumers": {"pro": "rw"}}}
+    infra, warnings = ok(tmp_path, data)
+    assert [(w.where, "pro-dev" in w.what) for w in warnings] == [
+        ("shared_volumes.docs.propagate", True)]
+    mounts = next(m for m in infra.domain("pro").machines if m.name == "pro-web").shared_volumes
+    assert mounts[0].propagate
