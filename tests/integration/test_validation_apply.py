@@ -125,6 +125,28 @@ def test_long_domain_profiles_volumes_and_boot_autostart(incus, owned, host_dir,
     assert incus.get("/1.0/instances/vt-off", project=LONG)["status"] == "Stopped"
 
 
+def test_propagate_shows_later_host_mounts_inside(incus, owned, host_dir, tmp_path):
+    # Propagation needs the source to be a shared mount on the host (this host's / is private).
+    src = host_dir / "sv" / "docs"
+    (src / "later").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(src), str(src)], check=True)
+    try:
+        subprocess.run(["mount", "--make-rshared", str(src)], check=True)
+        d = doc({"vtprop": {"trust_level": "admin", "ephemeral": True,
+                            "machines": {"vt-p": {}}}}, shared_volumes_base=str(src.parent))
+        d["shared_volumes"] = {"docs": {"consumers": {"vt-p": "ro"}, "propagate": True}}
+        r = cli("apply", write(tmp_path, d))
+        assert r.returncode == 0, r.stdout + r.stderr
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "later")],
+                       check=True)
+        (src / "later" / "seen").write_text("yes\n")
+        got = incus_exec("vtprop", "vt-p", "cat /shared/docs/later/seen")
+        assert got.stdout == "yes\n", got.stdout + got.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(src / "later")], check=False)
+        subprocess.run(["umount", "-l", str(src)], check=False)
+
+
 def test_changed_os_image_is_recreated_only_with_recreate(incus, owned, tmp_path):
     fingerprint = incus.get(f"/1.0/images/aliases/{IMAGE}")["target"]
     machines = {"vt-eph": {"ephemeral": True}, "vt-prot": {}}
