@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from anklume.agent import apply, values
 from anklume.agent.model import bridge_name
+from anklume.agent.nftables import render
 from test_validate import doc, errors, ok, where, write
 from typer.testing import CliRunner
 
@@ -147,3 +148,13 @@ def test_propagate_warns_for_vm_consumers(tmp_path):
         ("shared_volumes.docs.propagate", True)]
     mounts = next(m for m in infra.domain("pro").machines if m.name == "pro-web").shared_volumes
     assert mounts[0].propagate
+
+
+def test_firewall_rules_use_the_derived_bridge(tmp_path):
+    data = doc()
+    data["domains"]["corp-sandbox"] = {"trust_level": "admin", "machines": {"sb-1": {}}}
+    data["network_policies"] = [{"from": "corp-sandbox", "to": "pro", "ports": [22]}]
+    infra, _ = ok(tmp_path, data)
+    script = render(infra)
+    br = bridge_name("corp-sandbox")
+    assert f'"{br}"' in script and '"net-corp-sandbox"' not in script
