@@ -171,7 +171,7 @@ def _reconcile_step(run: Run, infra: Any, incus: Incus, retry_timeout: float,
                     sleep: Callable[[float], None]) -> int:
     from anklume.agent.reconcile import reconcile
 
-    prune = bool(getattr(infra.settings, "prune_at_boot", False))
+    prune = infra.settings.prune_at_boot
 
     def retried(e: BaseException, delay: float) -> None:
         log.event(_log, "Reconcile interrupted, retrying", logging.WARNING, error=str(e),

@@ -148,6 +148,8 @@ class GlobalSettings:
     shared_volumes_base: str = "/srv/anklume/shares"
     persistent_data_base: str = "/srv/anklume/data"
     allow_privileged: bool = False  # explicit opt-in to privileged LXC containers
+    # The boot unit deletes anklume's resources no longer declared only when this says so.
+    prune_at_boot: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from anklume.agent import nftables, preflight
+from anklume.agent import images, nftables, preflight
 from anklume.agent.apply import Result, apply
 from anklume.agent.desired import desired
 from anklume.agent.incus_api import Incus, IncusError
@@ -56,6 +56,9 @@ def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run
     incus = incus or Incus()
     settle(incus)
     want = desired(infra, default_image=default_image)
+    if not dry_run:
+        # Shipped images stand in for the names they serve (offline first deploy).
+        want = images.substitute(want, images.ensure_available(want, incus))
     have = observe(incus)
     nft = nftables.plan(infra) if firewall else None
     p = plan(want, have, nft=nft, prune=prune, force=force, recreate=recreate)

@@ -49,6 +49,7 @@ KEYS: tuple[Key, ...] = (
     Key("global", "shared_volumes_base", str, "/srv/anklume/shares"),
     Key("global", "persistent_data_base", str, "/srv/anklume/data"),
     Key("global", "allow_privileged", bool, False),
+    Key("global", "prune_at_boot", bool, False),
     *_legacy("global", "default_connection", "default_user", "ai_access_policy",
              "ai_access_default", "ai_vram_flush", "nesting_prefix", "resource_policy",
              "desktop"),

@@ -185,7 +185,8 @@ class _Validator:
         self.settings = GlobalSettings(
             base_octet=10, zone_base=zone_base, default_os_image=image,
             gpu_policy=gpu_policy, firewall_mode=firewall, shared_volumes_base=sv_base,
-            persistent_data_base=pd_base, allow_privileged=bool(g["allow_privileged"]))
+            persistent_data_base=pd_base, allow_privileged=bool(g["allow_privileged"]),
+            prune_at_boot=bool(g["prune_at_boot"]))
         return legacy_base if isinstance(legacy_base, str) else None
 
     # -- domains and machines -----------------------------------------------------------------

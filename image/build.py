@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from anklume.image import artifacts
+from anklume.image import artifacts, container
 from anklume.signing import keys
 
 from anklume import log
@@ -258,7 +258,8 @@ def clean_outputs(directory: Path, stem_prefix: str = artifacts.IMAGE_ID) -> lis
     if not directory.is_dir():
         return removed
     for p in directory.iterdir():
-        if p.name.startswith(f"{stem_prefix}_") or p.name in (stem_prefix, artifacts.BUILD_INFO):
+        if p.name.startswith((f"{stem_prefix}_", f"{stem_prefix}.")) or p.name in (
+                stem_prefix, artifacts.BUILD_INFO):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
@@ -316,7 +317,20 @@ def build(
     for why in prepare_caches(paths, ks):
         echo(f"dropped cache {why}")
     clean_outputs(paths.staging)
+    clean_outputs(paths.staging, container.OUTPUT)
     paths.build_dir.mkdir(parents=True, exist_ok=True)
+    # The container image first: the OS ships it (image/postinst copies inputs/images/).
+    ct_log = paths.build_dir / "mkosi-container.log"
+    echo(f"building the shipped container image (log: {ct_log})")
+    # Its own incremental cache: mkosi keys caches by distribution~release~arch only, so a
+    # shared one would make each image evict the other's (and the OS rebuild ZFS every time).
+    ct_argv = [*mkosi, *container.mkosi_args(paths.repo, version, paths.staging,
+                                             paths.cache / "mkosi-container", paths.packages)]
+    _log.debug("+ %s", " ".join(ct_argv))
+    rc = _stream(ct_argv, ct_log)
+    if rc != 0:
+        raise BuildError(f"mkosi failed with status {rc} (container image)", hint=f"see {ct_log}")
+    container.pack(paths.staging / container.OUTPUT, paths.inputs / "images", version)
     logfile = paths.build_dir / "mkosi.log"
     argv = [*mkosi, *mkosi_args(paths, version, ks)]
     echo(f"building {artifacts.output_name(version)} (log: {logfile})")

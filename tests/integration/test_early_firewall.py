@@ -1,0 +1,127 @@
+"""The image's early isolation (anklume-firewall.service) against the real kernel, by traffic.
+
+A router namespace with two domain bridges stand-ins (`net-ea`, `net-eb`, veth ends named like
+Incus's bridges) and one host namespace behind each. The image's own script and default table
+(image/extra/usr/lib/anklume/) run in the router: before any apply, the domains cannot reach
+each other nor the router beyond DHCP/DNS/ping; the last applied table, when it loads, wins; a
+last table that does not load falls back to the default. Nothing touches the host's firewall.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(c) for c in ("nft", "ip", "busybox")),
+    reason="needs root, nft, ip and busybox (network namespaces)",
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LIB = REPO / "image" / "extra" / "usr" / "lib" / "anklume"
+SCRIPT = LIB / "early-firewall"
+DEFAULT = LIB / "firewall-default.nft"
+# Addresses only inside the namespaces this test creates.
+A_NET, B_NET = "10.229.1", "10.229.2"
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def in_ns(ns: str, *argv: str, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *argv, **kw)
+
+
+@pytest.fixture
+def topo():
+    tag = f"{os.getpid() % 10000}{time.monotonic_ns() % 1000}"
+    r, a, b = f"efr{tag}", f"efa{tag}", f"efb{tag}"
+    for ns in (r, a, b):
+        sh("ip", "netns", "add", ns)
+    try:
+        for ns, net, bridge in ((a, A_NET, "net-ea"), (b, B_NET, "net-eb")):
+            sh("ip", "link", "add", bridge, "netns", r, "type", "veth", "peer", "eth0",
+               "netns", ns)
+            in_ns(r, "ip", "addr", "add", f"{net}.254/24", "dev", bridge)
+            in_ns(r, "ip", "link", "set", bridge, "up")
+            in_ns(ns, "ip", "addr", "add", f"{net}.1/24", "dev", "eth0")
+            in_ns(ns, "ip", "link", "set", "eth0", "up")
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+            in_ns(ns, "ip", "route", "add", "default", "via", f"{net}.254")
+        in_ns(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        yield r, a, b
+    finally:
+        for ns in (r, a, b):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def ping(ns: str, ip: str) -> bool:
+    return in_ns(ns, "busybox", "ping", "-c", "1", "-W", "2", ip, check=False).returncode == 0
+
+
+def tcp(ns: str, listener_ns: str, ip: str, port: int) -> bool:
+    """A real TCP connection from ns to ip:port, served by busybox nc in listener_ns."""
+    srv = subprocess.Popen(["ip", "netns", "exec", listener_ns, "busybox", "nc", "-l", "-p",
+                            str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        subprocess.run(["ip", "netns", "exec", ns, "busybox", "nc", "-w", "2", ip,
+                            str(port)], input="hello\n", capture_output=True, text=True,
+                           timeout=10)
+        try:
+            out, _ = srv.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            return False
+        return b"hello" in out
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+
+
+def early(ns: str, last: Path) -> subprocess.CompletedProcess:
+    return in_ns(ns, "env", f"ANKLUME_FIREWALL_FILE={last}",
+                 f"ANKLUME_FIREWALL_DEFAULT={DEFAULT}", "sh", str(SCRIPT), check=False)
+
+
+def test_default_table_cuts_domains_off_each_other_and_the_host(topo, tmp_path):
+    r, a, b = topo
+    # Controls: without the table, everything passes (or the blocks below would prove nothing).
+    assert ping(a, f"{B_NET}.1") and tcp(a, r, f"{A_NET}.254", 2201)
+
+    proc = early(r, tmp_path / "none.nft")
+    assert proc.returncode == 0, proc.stderr
+    assert "the default table" in proc.stdout, proc.stdout
+    assert not ping(a, f"{B_NET}.1"), "domain a reaches domain b"
+    assert not ping(b, f"{A_NET}.1"), "domain b reaches domain a"
+    assert ping(a, f"{A_NET}.254"), "a domain lost ping to its gateway"
+    assert not tcp(a, r, f"{A_NET}.254", 2202), "a domain reaches a host service"
+    assert not tcp(r, a, f"{A_NET}.1", 2203), "the host reaches into a domain"
+
+
+def test_last_applied_table_wins_and_a_broken_one_falls_back(topo, tmp_path):
+    r, a, _ = topo
+    # A "last applied" table that lets a and b talk: loading it proves it replaced the default.
+    last = tmp_path / "firewall.nft"
+    last.write_text("table inet anklume {}\ndelete table inet anklume\n"
+                    "table inet anklume {\n  chain forward {\n"
+                    "    type filter hook forward priority filter - 1; policy accept;\n"
+                    '    iifname "net-ea" oifname "net-eb" accept\n'
+                    '    iifname "net-eb" oifname "net-ea" accept\n  }\n}\n')
+    assert early(r, tmp_path / "none.nft").returncode == 0  # the default is loaded first
+    assert not ping(a, f"{B_NET}.1")
+    proc = early(r, last)
+    assert proc.returncode == 0 and "the last applied table" in proc.stdout, proc.stdout
+    assert ping(a, f"{B_NET}.1"), "the last applied table did not replace the default"
+
+    last.write_text("table inet anklume { this is not nft }\n")
+    proc = early(r, last)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not load" in proc.stderr and "the default table" in proc.stdout
+    assert not ping(a, f"{B_NET}.1"), "a broken last table left the domains connected"
