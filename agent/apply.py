@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from anklume.agent import nftables
+from anklume.agent.firewall import Firewall
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.plan import Action, Op, Plan
 from anklume.agent.resources import PROTECT_KEY, Resource, label
@@ -119,9 +121,10 @@ def _stop_or_restart(incus: Incus, r: Resource, action: str) -> None:
 
 
 class Executor:
-    def __init__(self, incus: Incus, nft_apply: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, incus: Incus,
+                 nft_write: Callable[[Firewall], None] = nftables.write) -> None:
         self.incus = incus
-        self.nft_apply = nft_apply
+        self.nft_write = nft_write
         # Incus 6.0 deleting two bridges at once can mix them up ("Failed to delete bridge
         # children interfaces: ... Device net-x does not exist" for the other one): one at a time.
         self._bridge_delete = threading.Lock()
@@ -214,19 +217,16 @@ class Executor:
         with self._bridge_delete:
             self.incus.request("DELETE", f"/1.0/networks/{a.name}")
 
-    # The firewall (owned by agent/nftables.py).
+    # The firewall: the whole table is written, in one transaction.
     def _update_firewall(self, a: Action) -> None:
-        if self.nft_apply is None:
-            from anklume.agent import nftables
-
-            self.nft_apply = nftables.apply
-        self.nft_apply(a.payload)
+        assert a.firewall is not None
+        self.nft_write(a.firewall)
 
 
 def apply(plan: Plan, incus: Incus | None = None, *, workers: int = WORKERS,
-          nft_apply: Callable[[Any], None] | None = None) -> Result:
+          nft_write: Callable[[Firewall], None] = nftables.write) -> Result:
     """Run every action of `plan`; never raises for one resource's failure."""
-    ex = Executor(incus or Incus(), nft_apply)
+    ex = Executor(incus or Incus(), nft_write)
     t0 = time.monotonic()
     outcomes: list[Outcome] = []
     bad: dict[tuple, str] = {}  # key of a failed/skipped action -> why

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from anklume.agent.model import Domain, Infra, InstanceType, Machine, frozen_map
+from anklume.agent import nft_rules
+from anklume.agent.model import Domain, Infra, InstanceType, Machine, ServiceGrant, frozen_map
 from anklume.agent.resources import (
     IMAGE_KEY,
     OWNER_KEY,
@@ -20,6 +21,7 @@ from anklume.agent.resources import (
 )
 
 STORAGE_POOL = "default"
+INCUS_DIR = "/var/lib/incus"
 _MODEL_DEFAULT = Machine.__dataclass_fields__["os_image"].default
 
 
@@ -90,6 +92,21 @@ def domain_profiles(domain: Domain, owner: str) -> list[Resource]:
     ]
 
 
+def proxy(g: ServiceGrant) -> dict[str, str]:
+    """The consumer's proxy device for one grant (agent/services.py): bind=instance listens
+    inside the consumer; Incus's forkproxy then connects from the host, which reaches a TCP
+    service at the provider's static IP (nft_rules opens exactly that) and a socket through
+    the provider's root file system."""
+    if g.port is not None:
+        connect = f"tcp:{g.provider_ip}:{g.port}"
+        listen = f"tcp:{g.listen}"
+    else:
+        # Incus keeps an instance of project P as <P>_<name>; domains are never "default".
+        connect = f"unix:{INCUS_DIR}/containers/{g.provider_domain}_{g.provider}/rootfs{g.socket}"
+        listen = f"unix:{g.listen}"
+    return {"type": "proxy", "bind": "instance", "listen": listen, "connect": connect}
+
+
 def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
     s = infra.settings
     config: dict[str, str] = {}
@@ -136,6 +153,9 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
         if lxc:
             dev["shift"] = "true"
         devices[f"pd-{pv.name}"] = frozen_map(dev)
+    for g in infra.services:
+        if g.consumer == m.name:
+            devices[g.device] = frozen_map(proxy(g))
     devices.update(_devices(m.devices))
 
     return Resource(
@@ -147,8 +167,9 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
 
 def desired(infra: Infra, *, default_image: str | None = None,
             pool: str = STORAGE_POOL) -> State:
-    """All Incus resources `infra` declares. `default_image` replaces the global default OS
-    image (offline appliances, tests) for machines that did not name their own."""
+    """All Incus resources `infra` declares, and its firewall table. `default_image` replaces
+    the global default OS image (offline appliances, tests) for machines that did not name
+    their own."""
     owner = infra.project_name
     out: list[Resource] = []
     for d in infra.enabled_domains:
@@ -161,4 +182,4 @@ def desired(infra: Infra, *, default_image: str | None = None,
             if default_image and image in ("", infra.settings.default_os_image, _MODEL_DEFAULT):
                 image = default_image
             out.append(instance(infra, d, m, image or infra.settings.default_os_image))
-    return State.of(out, owner=owner)
+    return State.of(out, owner=owner, firewall=nft_rules.firewall(infra))

@@ -84,7 +84,8 @@ def substitute(state: State, image_map: Mapping[str, str]) -> State:
         return state
     items = [replace(r, image=image_map.get(r.image, r.image)) if r.kind is Kind.INSTANCE else r
              for r in state.resources.values()]
-    return State.of(items, owner=state.owner, vm_unsupported=state.vm_unsupported)
+    return State.of(items, owner=state.owner, vm_unsupported=state.vm_unsupported,
+                    firewall=state.firewall)
 
 
 def _present(incus: Incus, fingerprint: str) -> bool:

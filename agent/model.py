@@ -139,6 +139,25 @@ class NetworkPolicy:
 
 
 @dataclass(frozen=True)
+class ServiceGrant:
+    """One consumer's access to one service of a provider (a proxy device on the consumer)."""
+    service: str
+    provider: str
+    provider_domain: str
+    provider_ip: ipaddress.IPv4Address
+    consumer: str
+    consumer_domain: str
+    port: int | None = None  # a TCP service: the provider's port
+    socket: str | None = None  # a unix socket service: its path inside the provider
+    listen: str = ""  # in the consumer: "127.0.0.1:PORT" or a socket path
+    description: str = ""
+
+    @property
+    def device(self) -> str:
+        return f"svc-{self.provider}-{self.service}"
+
+
+@dataclass(frozen=True)
 class GlobalSettings:
     base_octet: int = 10
     zone_base: int = 100
@@ -159,6 +178,7 @@ class Infra:
     domains: tuple[Domain, ...]
     policies: tuple[NetworkPolicy, ...] = ()
     schema_version: int = 1
+    services: tuple[ServiceGrant, ...] = ()  # every (service, consumer) grant
 
     @property
     def enabled_domains(self) -> tuple[Domain, ...]:

@@ -1,6 +1,6 @@
 """Live nftables I/O for the `inet anklume` table, through the one command choke point.
 
-We drive the `nft` binary (`nft -f -` to load, `nft list table` to read) rather than
+We drive the `nft` binary (`nft -f -` to load, `nft -j list table` to read) rather than
 libnftables: its Python binding (python3-nftables) exists only for Debian's system Python, not
 in the agent's virtual environment, and `nft -f` already gives what matters here: a whole file
 is committed as one netlink transaction or not at all.
@@ -8,10 +8,12 @@ is committed as one netlink transaction or not at all.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
-from anklume.agent.nft_rules import FAMILY, TABLE
+from anklume.agent.firewall import FAMILY, TABLE, Firewall, parse
 
 from anklume.errors import CommandError, PermanentError
 from anklume.run import run
@@ -30,15 +32,31 @@ def _nft(args: Sequence[str], *, input: str | None = None,
         raise PermanentError("the nft command is missing", hint="install nftables") from e
 
 
-def read_table() -> str | None:
-    """The live table as `nft list table` prints it, or None when it does not exist."""
-    proc = _nft(["list", "table", FAMILY, TABLE], check=False)
+def _list(args: Sequence[str]) -> str | None:
+    proc = _nft([*args, "list", "table", FAMILY, TABLE], check=False)
     if proc.returncode == 0:
         return proc.stdout
     if "No such file or directory" in (proc.stderr or ""):
         return None
-    raise CommandError([*NFT_ARGV, "list", "table", FAMILY, TABLE], proc.returncode,
+    raise CommandError([*NFT_ARGV, *args, "list", "table", FAMILY, TABLE], proc.returncode,
                        proc.stderr or "")
+
+
+def read_table() -> str | None:
+    """The live table as `nft list table` prints it (to save it as a script), or None when it
+    does not exist."""
+    return _list([])
+
+
+def read_json() -> dict[str, Any] | None:
+    """The live table as `nft -j list table` writes it, or None when it does not exist."""
+    out = _list(["-j"])
+    return None if out is None else json.loads(out)
+
+
+def observe() -> Firewall:
+    """Observed firewall state: the live table (absent: `present=False`)."""
+    return parse(read_json())
 
 
 def load(script: str) -> None:

@@ -1,12 +1,12 @@
 """Rendering the `inet anklume` table from the validated model (pure: no system access).
 
-Rules are written in the exact form `nft list table` prints them back (sorted port sets,
-`priority filter - 1`, one space between tokens), so the desired table and the live one can be
-compared line by line without a semantic nft parser of our own.
+Each rule is built as the JSON statements `nft -j` lists (agent/firewall.py compares those,
+normalised, with the live table) and printed from them in nft syntax for the `nft -f` script,
+so what is loaded and what is compared cannot drift apart.
 
 Layout (every rule has a comment naming its origin, so a diff reads well):
 
-- `forward` (hook forward, priority filter - 1, i.e. before Incus's own `inet incus` table at 0):
+- `forward` (hook forward, priority -1, i.e. before Incus's own `inet incus` table at 0):
   replies accepted, invalid dropped, same-bridge traffic accepted per enabled domain, one accept
   per policy direction, then `iifname "net-*" oifname "net-*" drop`. Anything else, e.g. a bridge
   to the uplink (NAT to the internet), falls through to the chain's accept policy.
@@ -15,8 +15,9 @@ Layout (every rule has a comment naming its origin, so a diff reads well):
   policies, then everything else arriving from a `net-*` bridge is dropped.
 - `output` (traffic from the host into a domain): replies accepted, DHCP server replies per
   domain (a DHCP offer does not match the client's broadcast in conntrack, so it is "new"),
-  declared `from: host` policies, then new host-to-domain traffic is dropped. The host is an
-  endpoint like any other: it reaches a domain only where a policy says so.
+  declared `from: host` policies, the provider address and port of each granted TCP service
+  (Incus's proxy connects from the host), then new host-to-domain traffic is dropped. The host
+  is an endpoint like any other: it reaches a domain only where a policy or a service says so.
 
 Traffic that touches no `net-*` interface is never matched by input/output rules: the table
 only ever tightens what concerns the domains.
@@ -27,32 +28,77 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from anklume.agent.firewall import FAMILY, TABLE, Chain, Firewall, FwRule, Stmt
 from anklume.agent.model import Domain, Endpoint, Infra, NetworkPolicy
 
-TABLE = "anklume"
-FAMILY = "inet"
+__all__ = ["BRIDGES", "CHAINS", "FAMILY", "TABLE", "Rule", "comment_text", "desired_rules",
+           "firewall", "render", "render_removal"]
+
 BRIDGES = "net-*"  # every domain bridge is net-<domain>; nft matches a trailing `*` as a prefix
 
-# Chain headers exactly as nft 1.0.6 prints them back (it turns `priority -1` into this form).
-CHAINS: dict[str, str] = {
-    "forward": "type filter hook forward priority filter - 1; policy accept;",
-    "input": "type filter hook input priority filter - 1; policy accept;",
-    "output": "type filter hook output priority filter - 1; policy accept;",
-}
+# priority -1: before Incus's own `inet incus` table at 0.
+CHAINS: tuple[Chain, ...] = (
+    Chain("forward", "forward", -1),
+    Chain("input", "input", -1),
+    Chain("output", "output", -1),
+)
 
 _COMMENT_MAX = 128  # bytes; nft refuses longer comments
+
+
+# --- statements, as nft's JSON writes them (firewall.stmt_text prints them) ---------------------
+
+def _match(left: Any, right: Any, op: str = "==") -> Stmt:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def iif(name: str) -> Stmt:
+    return _match({"meta": {"key": "iifname"}}, name)
+
+
+def oif(name: str) -> Stmt:
+    return _match({"meta": {"key": "oifname"}}, name)
+
+
+def addr(field: str, ip: object) -> Stmt:
+    return _match({"payload": {"protocol": "ip", "field": field}}, str(ip))
+
+
+def port(protocol: str, field: str, ports: int | Iterable[int]) -> Stmt:
+    uniq = [ports] if isinstance(ports, int) else sorted(set(ports))
+    right: Any = uniq[0] if len(uniq) == 1 else {"set": uniq}
+    return _match({"payload": {"protocol": protocol, "field": field}}, right)
+
+
+def ct_state(*states: str) -> Stmt:
+    return _match({"ct": {"key": "state"}}, list(states) if len(states) > 1 else states[0], "in")
+
+
+def icmp_type(t: str) -> Stmt:
+    return _match({"payload": {"protocol": "icmp", "field": "type"}}, t)
+
+
+COUNTER: Stmt = {"counter": None}
+ACCEPT: Stmt = {"accept": None}
+DROP: Stmt = {"drop": None}
+REPLIES = ct_state("established", "related")
 
 
 @dataclass(frozen=True)
 class Rule:
     chain: str
-    match: str  # the statement without its comment, in nft's canonical listing form
+    stmts: tuple[Stmt, ...]
     comment: str
 
     @property
+    def fw(self) -> FwRule:
+        return FwRule.of(self.chain, self.stmts, comment_text(self.comment))
+
+    @property
     def text(self) -> str:
-        return f'{self.match} comment "{comment_text(self.comment)}"'
+        return self.fw.text
 
 
 def comment_text(s: str, limit: int = _COMMENT_MAX) -> str:
@@ -66,19 +112,10 @@ def comment_text(s: str, limit: int = _COMMENT_MAX) -> str:
     return s
 
 
-def _ports(protocol: str, ports: tuple[int, ...] | None) -> str:
+def _ports(protocol: str, ports: tuple[int, ...] | None) -> list[Stmt]:
     # `ports: all` means the whole traffic between the endpoints, ICMP included: the protocol
     # only matters together with ports (it defaults to tcp, so it cannot mean "all tcp").
-    if ports is None:
-        return ""
-    uniq = sorted(set(ports))
-    if len(uniq) == 1:
-        return f"{protocol} dport {uniq[0]}"
-    return f"{protocol} dport {{ {', '.join(str(p) for p in uniq)} }}"
-
-
-def _join(*parts: str) -> str:
-    return " ".join(p for p in parts if p)
+    return [] if ports is None else [port(protocol, "dport", ports)]
 
 
 class _Endpoints:
@@ -96,17 +133,17 @@ class _Endpoints:
         """False when the endpoint lives in a disabled domain: the policy has nothing to open."""
         return ep.kind == "host" or self.domain_of(ep) is not None
 
-    def side(self, ep: Endpoint, source: bool) -> tuple[str, str]:
-        """(interface match, address match) for one endpoint of a forwarded flow."""
+    def side(self, ep: Endpoint, source: bool) -> tuple[Stmt, list[Stmt]]:
+        """(interface match, address matches) for one endpoint of a forwarded flow."""
         dom = self.domain_of(ep)
         assert dom is not None
-        iface = f'{"iifname" if source else "oifname"} "{dom.bridge}"'
+        iface = iif(dom.bridge) if source else oif(dom.bridge)
         # A machine is matched by its bridge *and* its IP: Incus bridges do not filter source
         # addresses, so the IP alone could be spoofed from another domain.
-        addr = ""
+        ips = []
         if ep.kind == "machine" and ep.ip is not None:
-            addr = f"ip {'saddr' if source else 'daddr'} {ep.ip}"
-        return iface, addr
+            ips.append(addr("saddr" if source else "daddr", ep.ip))
+        return iface, ips
 
 
 def _policy_rules(ends: _Endpoints, pol: NetworkPolicy) -> list[Rule]:
@@ -124,79 +161,105 @@ def _policy_rules(ends: _Endpoints, pol: NetworkPolicy) -> list[Rule]:
         if src.kind == "host" and dst.kind == "host":
             continue  # nothing between the host and itself to open
         if dst.kind == "host":
-            rules.append(Rule("input", _join(*ends.side(src, True), ports, "accept"), comment))
+            s_if, s_ip = ends.side(src, True)
+            rules.append(Rule("input", (s_if, *s_ip, *ports, ACCEPT), comment))
         elif src.kind == "host":
-            rules.append(Rule("output", _join(*ends.side(dst, False), ports, "accept"), comment))
+            d_if, d_ip = ends.side(dst, False)
+            rules.append(Rule("output", (d_if, *d_ip, *ports, ACCEPT), comment))
         else:
             (s_if, s_ip), (d_if, d_ip) = ends.side(src, True), ends.side(dst, False)
             # Interfaces first, then addresses: the order nft keeps when listing.
-            match = _join(s_if, d_if, s_ip, d_ip, ports, "accept")
-            rules.append(Rule("forward", match, comment))
+            rules.append(Rule("forward", (s_if, d_if, *s_ip, *d_ip, *ports, ACCEPT), comment))
+    return rules
+
+
+def _service_rules(ends: _Endpoints, infra: Infra) -> list[Rule]:
+    """A granted TCP service (agent/services.py) is reached by Incus's forkproxy from the host,
+    so it passes our output chain as new host-to-domain traffic: open exactly the provider's
+    address and port on its bridge, once per port however many consumers it has. The provider's
+    other ports stay closed, and the consumer's domain gets no route to it at all."""
+    rules: list[Rule] = []
+    seen: set[tuple[str, int]] = set()
+    for g in infra.services:
+        dom = ends.enabled.get(g.provider_domain)
+        if g.port is None or dom is None or (g.provider, g.port) in seen:
+            continue
+        seen.add((g.provider, g.port))
+        rules.append(Rule("output", (oif(dom.bridge), addr("daddr", g.provider_ip),
+                                     port("tcp", "dport", g.port), ACCEPT),
+                          f"service: {g.provider}/{g.service} (proxy)"))
     return rules
 
 
 def desired_rules(infra: Infra) -> tuple[Rule, ...]:
     ends = _Endpoints(infra)
     domains = infra.enabled_domains
+    replies = "anklume: replies to allowed connections"
     fwd: list[Rule] = [
-        Rule("forward", "ct state established,related accept",
-             "anklume: replies to allowed connections"),
-        Rule("forward", "ct state invalid drop", "anklume: invalid packets"),
+        Rule("forward", (REPLIES, ACCEPT), replies),
+        Rule("forward", (ct_state("invalid"), DROP), "anklume: invalid packets"),
     ]
-    inp: list[Rule] = [
-        Rule("input", f'iifname "{BRIDGES}" ct state established,related accept',
-             "anklume: replies to allowed connections"),
-    ]
-    out: list[Rule] = [
-        Rule("output", f'oifname "{BRIDGES}" ct state established,related accept',
-             "anklume: replies to allowed connections"),
-    ]
+    inp: list[Rule] = [Rule("input", (iif(BRIDGES), REPLIES, ACCEPT), replies)]
+    out: list[Rule] = [Rule("output", (oif(BRIDGES), REPLIES, ACCEPT), replies)]
     for d in domains:
         br, gw = d.bridge, d.gateway
-        fwd.append(Rule("forward", f'iifname "{br}" oifname "{br}" accept',
-                        f"domain {d.name}: same bridge"))
+        dns = f"domain {d.name}: DNS to its gateway"
+        fwd.append(Rule("forward", (iif(br), oif(br), ACCEPT), f"domain {d.name}: same bridge"))
         # DHCP requests come from 0.0.0.0 to the broadcast address: match the bridge only.
-        inp.append(Rule("input", f'iifname "{br}" udp dport 67 accept', f"domain {d.name}: DHCP"))
-        inp.append(Rule("input", f'iifname "{br}" ip daddr {gw} udp dport 53 accept',
-                        f"domain {d.name}: DNS to its gateway"))
-        inp.append(Rule("input", f'iifname "{br}" ip daddr {gw} tcp dport 53 accept',
-                        f"domain {d.name}: DNS to its gateway"))
-        inp.append(Rule("input", f'iifname "{br}" ip daddr {gw} icmp type echo-request accept',
+        inp.append(Rule("input", (iif(br), port("udp", "dport", 67), ACCEPT),
+                        f"domain {d.name}: DHCP"))
+        inp.append(Rule("input", (iif(br), addr("daddr", gw), port("udp", "dport", 53), ACCEPT),
+                        dns))
+        inp.append(Rule("input", (iif(br), addr("daddr", gw), port("tcp", "dport", 53), ACCEPT),
+                        dns))
+        inp.append(Rule("input", (iif(br), addr("daddr", gw), icmp_type("echo-request"), ACCEPT),
                         f"domain {d.name}: ping its gateway"))
-        out.append(Rule("output", f'oifname "{br}" udp sport 67 udp dport 68 accept',
-                        f"domain {d.name}: DHCP replies"))
+        out.append(Rule("output", (oif(br), port("udp", "sport", 67), port("udp", "dport", 68),
+                                   ACCEPT), f"domain {d.name}: DHCP replies"))
     for pol in infra.policies:
         for r in _policy_rules(ends, pol):
             {"forward": fwd, "input": inp, "output": out}[r.chain].append(r)
-    fwd.append(Rule("forward", f'iifname "{BRIDGES}" oifname "{BRIDGES}" counter drop',
+    out += _service_rules(ends, infra)
+    fwd.append(Rule("forward", (iif(BRIDGES), oif(BRIDGES), COUNTER, DROP),
                     "anklume: isolation between domains"))
-    inp.append(Rule("input", f'iifname "{BRIDGES}" counter drop',
+    inp.append(Rule("input", (iif(BRIDGES), COUNTER, DROP),
                     "anklume: domains reach the host only as declared"))
-    out.append(Rule("output", f'oifname "{BRIDGES}" counter drop',
+    out.append(Rule("output", (oif(BRIDGES), COUNTER, DROP),
                     "anklume: the host reaches domains only as declared"))
     return (*fwd, *inp, *out)
 
 
-def render_rules(rules: Iterable[Rule]) -> str:
-    """One `nft -f` script replacing the table in a single transaction.
+def firewall(infra: Infra) -> Firewall:
+    """The desired table: none at all without an enabled domain (rules never outlive the
+    domains they were made for)."""
+    if not infra.enabled_domains:
+        return Firewall()
+    rules = desired_rules(infra)
+    ordered = [r.fw for c in CHAINS for r in rules if r.chain == c.name]
+    return Firewall(present=True, chains=CHAINS, rules=tuple(ordered))
+
+
+def render(fw: Firewall) -> str:
+    """One `nft -f` script that makes the table `fw`, in a single transaction.
 
     `table ... {}` first makes the `delete` valid when the table does not exist yet; nft runs
     the whole file as one netlink batch, so the old table stays until the new one is committed,
-    and any error leaves the old table untouched.
+    and any error leaves the old table untouched. An absent `fw` is the removal alone.
     """
-    rules = list(rules)
+    if not fw.present:
+        return render_removal()
     out = [
         "# Generated by the anklume agent: changes are overwritten at the next reconcile.",
         f"table {FAMILY} {TABLE} {{}}",
         f"delete table {FAMILY} {TABLE}",
         f"table {FAMILY} {TABLE} {{",
     ]
-    for i, (chain, header) in enumerate(CHAINS.items()):
+    for i, c in enumerate(fw.chains):
         if i:
             out.append("")
-        out.append(f"\tchain {chain} {{")
-        out.append(f"\t\t{header}")
-        out.extend(f"\t\t{r.text}" for r in rules if r.chain == chain)
+        out.append(f"\tchain {c.name} {{")
+        out.append(f"\t\t{c.header}")
+        out.extend(f"\t\t{r.text}" for r in fw.rules if r.chain == c.name)
         out.append("\t}")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -205,49 +268,3 @@ def render_rules(rules: Iterable[Rule]) -> str:
 def render_removal() -> str:
     """Delete the table if it exists (the empty `table` line makes the delete idempotent)."""
     return f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n"
-
-
-# --- normalization: the same parser reads our rendered script and nft's listing -------------
-
-_HANDLE = re.compile(r"\s*# handle \d+$")
-_COUNTER = re.compile(r"\bcounter packets \d+ bytes \d+")
-
-
-def table_lines(text: str) -> list[str]:
-    """The table as comparable lines: `table inet anklume`, then `<chain>: <statement>`.
-
-    Accepts both `nft list table` output and a script from render_rules(). Handles and counter
-    values are dropped (they change without any change of policy).
-    """
-    lines: list[str] = []
-    chain: str | None = None
-    depth = 0
-    for raw in text.splitlines():
-        line = _HANDLE.sub("", raw).strip()
-        if not line or line.startswith("#"):
-            continue
-        line = _COUNTER.sub("counter", line)
-        line = re.sub(r"\s+", " ", line)
-        if depth == 0:
-            # Only the opening `table inet anklume {` counts: the `{}` and `delete` lines of a
-            # rendered script only prepare the replacement.
-            if line == f"table {FAMILY} {TABLE} {{":
-                lines.append(f"table {FAMILY} {TABLE}")
-                depth = 1
-            continue
-        if line == "}":
-            depth -= 1
-            chain = None if depth == 1 else chain
-            continue
-        m = re.fullmatch(r"chain (\S+) \{", line)
-        if depth == 1 and m:
-            chain, depth = m.group(1), 2
-            lines.append(f"{chain}: chain")
-            continue
-        if line.endswith("{"):
-            # A set/map or anything else we never create: keep it visible in the diff.
-            lines.append(f"{chain or '-'}: {line}")
-            depth += 1
-            continue
-        lines.append(f"{chain or '-'}: {line}")
-    return lines

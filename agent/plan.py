@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from anklume.agent import firewall as fw
 from anklume.agent.model import frozen_map
 from anklume.agent.resources import (
     IMAGE_KEY,
@@ -58,7 +59,7 @@ class Action:
     desired: Resource | None = None  # what to write (create/update)
     observed: Resource | None = None  # what is there now (update/delete/start)
     depends_on: tuple[Key, ...] = ()  # actions that must succeed first
-    payload: object = None  # the firewall's NftChange
+    firewall: fw.Firewall | None = None  # the firewall's desired table (Kind.FIREWALL only)
 
     @property
     def key(self) -> Key:
@@ -204,15 +205,29 @@ def _owned(r: Resource, observed: State, owner: str) -> bool:
 _KIND_ORDER = (Kind.PROJECT, Kind.NETWORK, Kind.PROFILE, Kind.INSTANCE)
 
 
-def plan(desired: State, observed: State, *, nft: object = None, prune: bool = False,
-         force: bool = False, recreate: bool = False) -> Plan:
+def _firewall(desired: State, observed: State) -> Action | None:
+    """The table's update, when both sides carry it (one of them None: not managed here)."""
+    want, have = desired.firewall, observed.firewall
+    if want is None or have is None:
+        return None
+    added, removed = fw.diff(have, want)
+    if not added and not removed:
+        return None
+    changes = [Change("rule", None, line) for line in added]
+    changes += [Change("rule", line, None) for line in removed]
+    return Action(Op.UPDATE, Kind.FIREWALL, FIREWALL_KEY[2], changes=tuple(changes),
+                  firewall=want)
+
+
+def plan(desired: State, observed: State, *, prune: bool = False, force: bool = False,
+         recreate: bool = False) -> Plan:
     """The actions that make `observed` match `desired`.
 
-    nft: the firewall's NftChange (None: not managed here); prune: delete our resources that
-    are no longer declared; force: also delete those protected by security.protection.delete;
-    recreate: delete and create again the instances whose os_image changed (protected ones
-    only with force).
-    Resources without our ownership marker are never changed or deleted.
+    prune: delete our resources that are no longer declared; force: also delete those
+    protected by security.protection.delete; recreate: delete and create again the instances
+    whose os_image changed (protected ones only with force).
+    Resources without our ownership marker are never changed or deleted. The firewall
+    (State.firewall) is planned when both states carry it.
     """
     owner = desired.owner
     actions: list[Action] = []
@@ -287,11 +302,9 @@ def plan(desired: State, observed: State, *, nft: object = None, prune: bool = F
             if not changes:
                 in_sync[kind] += 1
 
-    if nft is not None and not getattr(nft, "empty", True):
-        changes_fw = [Change("rule", None, line) for line in getattr(nft, "added", ())]
-        changes_fw += [Change("rule", line, None) for line in getattr(nft, "removed", ())]
-        actions.append(Action(Op.UPDATE, Kind.FIREWALL, FIREWALL_KEY[2],
-                              changes=tuple(changes_fw), payload=nft))
+    fw_action = _firewall(desired, observed)
+    if fw_action is not None:
+        actions.append(fw_action)
     # Isolation first: no instance starts before the firewall that separates it is in place.
     fw_dep = (FIREWALL_KEY,) if any(a.kind is Kind.FIREWALL for a in actions) else ()
     actions = [replace(a, depends_on=a.depends_on + fw_dep) if a.op is Op.START and fw_dep

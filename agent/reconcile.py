@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from anklume.agent import images, nftables, preflight
 from anklume.agent.apply import Result, apply
@@ -60,8 +60,12 @@ def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run
         # Shipped images stand in for the names they serve (offline first deploy).
         want = images.substitute(want, images.ensure_available(want, incus))
     have = observe(incus)
-    nft = nftables.plan(infra) if firewall else None
-    p = plan(want, have, nft=nft, prune=prune, force=force, recreate=recreate)
+    if firewall:
+        nftables.warn_mode(infra)
+        have = replace(have, firewall=nftables.observe())
+    else:
+        want = replace(want, firewall=None)  # the live table is left as it is
+    p = plan(want, have, prune=prune, force=force, recreate=recreate)
     problems = tuple(preflight.check(want, incus))
     for msg in problems:
         log.event(_log, "Cannot apply", logging.ERROR, reason=msg)

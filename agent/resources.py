@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from anklume.agent.firewall import Firewall
 from anklume.agent.model import frozen_map
 
 # Our ownership marker: resources carrying it with our project_name are ours to update and,
@@ -25,7 +26,7 @@ class Kind(StrEnum):
     NETWORK = "network"
     PROFILE = "profile"
     INSTANCE = "instance"
-    FIREWALL = "firewall"  # our nftables table; not an Incus object
+    FIREWALL = "firewall"  # our nftables table (State.firewall); not an Incus object
 
 
 Key = tuple[Kind, str, str]  # (kind, project, name); project "" for projects and the firewall
@@ -79,6 +80,9 @@ class State:
     owner: str = ""  # desired: our project_name (the ownership marker's value)
     # Observed: why this host cannot run VMs (None: it can, or unknown for desired state).
     vm_unsupported: str | None = None
+    # The `inet anklume` table: desired, or as read from the kernel (present=False: no table).
+    # None: not managed (desired) or not read (observed); the planner then leaves it alone.
+    firewall: Firewall | None = None
 
     @classmethod
     def of(cls, items: list[Resource] | tuple[Resource, ...], **kw: object) -> State:

@@ -84,7 +84,14 @@ KEYS: tuple[Key, ...] = (
     Key("machine", "snapshots_schedule", str),
     Key("machine", "snapshots_expiry", str),
     Key("machine", "persistent_data", dict, {}),
+    Key("machine", "services", dict, {}),
     *_legacy("machine", "roles", "weight", "storage_volumes", "export_apps"),
+
+    Key("service", "port", ANY),  # checked by services.py: an int 1-65535
+    Key("service", "socket", ANY),  # an absolute path
+    Key("service", "listen", ANY),  # a port or a path, like the service
+    Key("service", "consumers", ANY, required=True),
+    Key("service", "description", str, ""),
 
     Key("persistent_volume", "path", str, required=True),
     Key("persistent_volume", "readonly", bool, False),

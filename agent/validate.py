@@ -22,10 +22,10 @@ import ipaddress
 import logging
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from anklume.agent import addressing, loader, machines, policies, schema, values
+from anklume.agent import addressing, loader, machines, policies, schema, services, values
 from anklume.agent.machines import MachineSpec
 from anklume.agent.model import (
     Domain,
@@ -134,9 +134,13 @@ class _Validator:
         nets = top["network_policies"]
         assert isinstance(nets, list)
         flows = policies.resolve(self.r, self._names(), nets)
+        grants = services.resolve(self.r, self._names(), [
+            services.Provider(m.name, m.domain, m.path, m.type, m.v["services"])
+            for m in self.machines.values() if m.v.get("services")],
+            {m.name: (m.domain, m.type) for m in self.machines.values()})
         if self.r.errors:
             return None
-        return self._build(str(name), flows, version)
+        return replace(self._build(str(name), flows, version), services=grants)
 
     def _names(self) -> policies.Names:
         return policies.Names({d.name: bool(d.v["enabled"]) for d in self.domains.values()},

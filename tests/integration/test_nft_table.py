@@ -7,6 +7,7 @@ host's firewall, Incus's table or other tests running on the same machine.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,6 @@ from anklume.agent.model import (
     Machine,
     NetworkPolicy,
 )
-from anklume.agent.nft_rules import table_lines
 
 from anklume.errors import CommandError
 
@@ -70,9 +70,13 @@ def _nft(ns: str, *args: str, input: str | None = None) -> subprocess.CompletedP
 
 
 def _live_lines(ns: str) -> list[str]:
-    proc = _nft(ns, "list", "table", "inet", "anklume")
+    proc = _nft(ns, "-j", "list", "table", "inet", "anklume")
     assert proc.returncode == 0, proc.stderr
-    return table_lines(proc.stdout)
+    return _texts(nft_live.parse(json.loads(proc.stdout)))
+
+
+def _texts(fw) -> list[str]:
+    return [t for _, t in fw.lines()]
 
 
 def test_apply_then_listing_matches_and_replan_is_empty(netns):
@@ -80,7 +84,7 @@ def test_apply_then_listing_matches_and_replan_is_empty(netns):
     change = nftables.plan(inf)
     assert not change.empty and not change.removed
     nftables.apply(change)
-    assert _live_lines(netns) == table_lines(nftables.render(inf))
+    assert _live_lines(netns) == _texts(nftables.desired(inf))
     assert nftables.plan(inf).empty
     # Counters moving does not count as a change.
     listing = _nft(netns, "list", "table", "inet", "anklume").stdout
@@ -100,7 +104,7 @@ def test_change_is_exactly_the_diff(netns):
     assert all("net-nftc" in ln for ln in change.removed)
     assert len(change.removed) == 1 + 4 + 1  # same bridge; DHCP, DNS x2, ping; DHCP replies
     nftables.apply(change)
-    assert _live_lines(netns) == table_lines(nftables.render(new))
+    assert _live_lines(netns) == _texts(nftables.desired(new))
     assert nftables.plan(new).empty
 
 
@@ -208,5 +212,5 @@ def test_every_rule_shape_reads_back_identically(netns):
     )
     inf = _infra(A, B, C, policies=pols)
     nftables.apply(nftables.plan(inf))
-    assert _live_lines(netns) == table_lines(nftables.render(inf))
+    assert _live_lines(netns) == _texts(nftables.desired(inf))
     assert nftables.plan(inf).empty

@@ -12,7 +12,7 @@ import os
 import shutil
 
 import pytest
-from anklume.agent import nft_live, nftables
+from anklume.agent import firewall, nft_live, nftables
 from anklume.agent.model import (
     Domain,
     Endpoint,
@@ -22,7 +22,7 @@ from anklume.agent.model import (
     NetworkPolicy,
     TrustLevel,
 )
-from anklume.agent.nft_rules import comment_text, desired_rules, render_removal, table_lines
+from anklume.agent.nft_rules import CHAINS, comment_text, desired_rules, render_removal
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,16 +65,37 @@ LAB = domain("lab", "10.140.1.0/24", ("box", "10.140.1.1"), trust=TrustLevel.UNT
 OFF = domain("off", "10.120.3.0/24", ("old", "10.120.3.1"), enabled=False)
 
 
+def texts(fw: firewall.Firewall) -> list[str]:
+    return [t for _, t in fw.lines()]
+
+
+def listing(inf: Infra, *, packets: int = 0, handles: bool = True) -> dict:
+    """What `nft -j list table inet anklume` prints for the table we render for `inf`."""
+    out: list[dict] = [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+                       {"table": {"family": "inet", "name": "anklume", "handle": 3}}]
+    for i, c in enumerate(CHAINS):
+        out.append({"chain": {"family": "inet", "table": "anklume", "name": c.name,
+                              "handle": i + 1, "type": "filter", "hook": c.hook, "prio": -1,
+                              "policy": "accept"}})
+    order = [c.name for c in CHAINS]
+    for h, r in enumerate(sorted(desired_rules(inf), key=lambda r: order.index(r.chain))):
+        expr = [{"counter": {"packets": packets, "bytes": packets * 60}} if "counter" in x
+                else x for x in r.stmts]
+        out.append({"rule": {"family": "inet", "table": "anklume", "chain": r.chain,
+                             **({"handle": 10 + h} if handles else {}),
+                             "comment": comment_text(r.comment), "expr": expr}})
+    return {"nftables": out}
+
+
 def rules_of(inf: Infra, chain: str) -> list[str]:
     return [r.text for r in desired_rules(inf) if r.chain == chain]
 
 
 def test_golden_table_two_domains_no_policy():
-    lines = table_lines(nftables.render(infra(PRO, PERSO)))
+    lines = texts(nftables.desired(infra(PRO, PERSO)))
     assert lines == [
         "table inet anklume",
-        "forward: chain",
-        "forward: type filter hook forward priority filter - 1; policy accept;",
+        "forward: chain type filter hook forward priority -1; policy accept;",
         'forward: ct state established,related accept comment "anklume: replies to allowed '
         'connections"',
         'forward: ct state invalid drop comment "anklume: invalid packets"',
@@ -83,8 +104,7 @@ def test_golden_table_two_domains_no_policy():
         'bridge"',
         'forward: iifname "net-*" oifname "net-*" counter drop comment "anklume: isolation '
         'between domains"',
-        "input: chain",
-        "input: type filter hook input priority filter - 1; policy accept;",
+        "input: chain type filter hook input priority -1; policy accept;",
         'input: iifname "net-*" ct state established,related accept comment "anklume: replies '
         'to allowed connections"',
         'input: iifname "net-pro" udp dport 67 accept comment "domain pro: DHCP"',
@@ -103,8 +123,7 @@ def test_golden_table_two_domains_no_policy():
         'comment "domain perso: ping its gateway"',
         'input: iifname "net-*" counter drop comment "anklume: domains reach the host only as '
         'declared"',
-        "output: chain",
-        "output: type filter hook output priority filter - 1; policy accept;",
+        "output: chain type filter hook output priority -1; policy accept;",
         'output: oifname "net-*" ct state established,related accept comment "anklume: replies '
         'to allowed connections"',
         'output: oifname "net-pro" udp sport 67 udp dport 68 accept comment "domain pro: DHCP '
@@ -240,38 +259,53 @@ def test_comment_always_fits(s):
     assert '"' not in out and "\\" not in out and "\n" not in out
 
 
-def test_table_lines_ignore_handles_and_counter_values():
-    listing = """table inet anklume { # handle 7
-\tchain forward { # handle 1
-\t\ttype filter hook forward priority filter - 1; policy accept;
-\t\tiifname "net-*" oifname "net-*" counter packets 12 bytes 3456 drop comment "x" # handle 9
-\t}
-}
-"""
-    assert table_lines(listing) == [
-        "table inet anklume",
-        "forward: chain",
-        "forward: type filter hook forward priority filter - 1; policy accept;",
-        'forward: iifname "net-*" oifname "net-*" counter drop comment "x"',
-    ]
+def test_parse_ignores_handles_counters_and_nft_version_spellings():
+    inf = infra(PRO, PERSO)
+    doc = listing(inf, packets=12)
+    # nft 1.1 may write a single flag with == where 1.0.6 writes `in`, and a one-port set.
+    for obj in doc["nftables"]:
+        for stmt in obj.get("rule", {}).get("expr", []):
+            m = stmt.get("match", {})
+            if m.get("right") == "invalid":
+                m["op"] = "=="
+            if m.get("right") == 67:
+                m["right"] = {"set": [67]}
+    live = firewall.parse(doc)
+    assert live.lines() == nftables.desired(inf).lines()
+    assert firewall.parse(None) == firewall.Firewall()
+    assert firewall.parse(None).lines() == []
+
+
+def test_foreign_rule_is_shown_in_nft_syntax_or_as_json():
+    doc = listing(infra(PRO))
+    doc["nftables"].append({"rule": {"family": "inet", "table": "anklume", "chain": "forward",
+                                     "handle": 99, "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "net-x"}},
+        {"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                   "right": 22}},
+        {"jump": {"target": "elsewhere"}}]}})
+    added, removed = firewall.diff(firewall.parse(doc), nftables.desired(infra(PRO)))
+    assert added == ()
+    assert removed == ('forward: iifname "net-x" tcp dport != 22 {"jump": {"target": '
+                       '"elsewhere"}}',)
 
 
 def test_diff_is_order_sensitive_and_empty_when_identical():
-    a = ["t", "x", "y", "z"]
-    assert nftables.diff(a, list(a)) == ((), ())
-    assert nftables.diff(a, ["t", "x", "z", "w"]) == (("w",), ("y",))
-    added, removed = nftables.diff(a, ["t", "y", "x", "z"])
+    one = nftables.desired(infra(PRO, PERSO))
+    assert firewall.diff(one, one) == ((), ())
+    swapped = firewall.Firewall(True, one.chains, (one.rules[1], one.rules[0], *one.rules[2:]))
+    added, removed = firewall.diff(one, swapped)
     assert added and removed  # a moved rule changes evaluation order: it is a change
 
 
 # --- plan/apply against a fake live table ------------------------------------------------------
 
 class FakeKernel:
-    def __init__(self, listing: str | None = None) -> None:
+    def __init__(self, listing: dict | None = None) -> None:
         self.listing = listing
         self.loaded: list[str] = []
 
-    def read_table(self) -> str | None:
+    def read_json(self) -> dict | None:
         return self.listing
 
     def load(self, script: str) -> None:
@@ -281,7 +315,7 @@ class FakeKernel:
 @pytest.fixture
 def kernel(monkeypatch) -> FakeKernel:
     k = FakeKernel()
-    monkeypatch.setattr(nft_live, "read_table", k.read_table)
+    monkeypatch.setattr(nft_live, "read_json", k.read_json)
     monkeypatch.setattr(nft_live, "load", k.load)
     return k
 
@@ -289,16 +323,15 @@ def kernel(monkeypatch) -> FakeKernel:
 def test_plan_without_table_adds_everything(kernel):
     change = nftables.plan(infra(PRO, PERSO))
     assert not change.removed
-    assert change.added == tuple(table_lines(change.ruleset))
+    assert change.added == tuple(texts(nftables.desired(infra(PRO, PERSO))))
     nftables.apply(change)
     assert kernel.loaded == [change.ruleset]
 
 
 def test_plan_identical_is_empty_and_apply_does_nothing(kernel):
     inf = infra(PRO, PERSO)
-    # What nft lists back: our script with handles and counter values added.
-    kernel.listing = nftables.render(inf).replace(
-        "counter drop", "counter packets 5 bytes 300 drop").replace("{\n", "{ # handle 3\n")
+    # What nft lists back: our rules with handles and counter values added.
+    kernel.listing = listing(inf, packets=5)
     change = nftables.plan(inf)
     assert change.empty
     assert change.describe() == ["table inet anklume: up to date"]
@@ -307,7 +340,7 @@ def test_plan_identical_is_empty_and_apply_does_nothing(kernel):
 
 
 def test_plan_change_is_exactly_the_diff(kernel):
-    kernel.listing = nftables.render(infra(PRO, PERSO))
+    kernel.listing = listing(infra(PRO, PERSO))
     pol = NetworkPolicy("dev to web", ep_machine("dev", "pro", "10.120.1.1"),
                         ep_machine("web", "perso", "10.120.2.1"), (80,))
     change = nftables.plan(infra(PRO, PERSO, policies=(pol,)))
@@ -320,10 +353,10 @@ def test_plan_change_is_exactly_the_diff(kernel):
 
 
 def test_plan_with_no_enabled_domain_removes_the_table(kernel):
-    kernel.listing = nftables.render(infra(PRO))
+    kernel.listing = listing(infra(PRO))
     change = nftables.plan(infra(OFF))
     assert change.added == ()
-    assert change.removed == tuple(table_lines(kernel.listing))
+    assert change.removed == tuple(texts(nftables.desired(infra(PRO))))
     assert "delete table inet anklume" in change.ruleset
     assert "chain" not in change.ruleset
     kernel.listing = None

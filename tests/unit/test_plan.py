@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from anklume.agent.desired import desired
+from anklume.agent.firewall import Firewall
 from anklume.agent.incus_state import parse
 from anklume.agent.model import (
     Infra,
@@ -58,13 +59,9 @@ def ops(p) -> list[tuple[str, str]]:
     return [(a.op.value, a.label) for a in p]
 
 
-class FakeNft:
-    def __init__(self, added=(), removed=()):
-        self.added, self.removed = tuple(added), tuple(removed)
-
-    @property
-    def empty(self):
-        return not self.added and not self.removed
+def with_table(state, fw=None):
+    """`state` with the firewall observed: `fw`, or no table at all."""
+    return replace(state, firewall=fw if fw is not None else Firewall())
 
 
 # desired ---------------------------------------------------------------------------------------
@@ -139,7 +136,7 @@ def test_desired_domain_profiles_carry_the_marker(infra):
 # plan ------------------------------------------------------------------------------------------
 
 def test_fresh_daemon_creates_everything_in_dependency_order(infra):
-    p = plan(want(infra), observed("fresh"), nft=FakeNft(added=["rule"]))
+    p = plan(want(infra), with_table(observed("fresh")))
     levels = [[(a.op.value, a.kind.value) for a in lvl] for lvl in p.levels()]
     assert {k for _, k in levels[0]} == {"project", "network"}
     assert {k for _, k in levels[1]} == {"profile", "firewall"}
@@ -155,7 +152,8 @@ def levels_actions(p, op):
 
 
 def test_applied_state_plans_nothing_and_says_why(infra):
-    p = plan(want(infra), observed("default-applied"), nft=FakeNft())
+    d = want(infra)
+    p = plan(d, with_table(observed("default-applied"), d.firewall))
     assert list(p) == []
     assert p.why_empty() == \
         "No changes: 3 projects, 3 networks, 3 profiles, 4 instances already match"
@@ -270,3 +268,31 @@ def test_type_change_is_refused(infra):
     i = edit_machine(infra, "perso-box", type=InstanceType.VM)
     p = plan(want(i), observed("default-applied"))
     assert "delete it to have it recreated" in p.conflicts[0].reason
+
+
+def test_firewall_is_planned_from_desired_and_observed_tables(infra):
+    d = want(infra)
+    p = plan(d, with_table(observed("default-applied")))
+    fw = next(a for a in p if a.kind is Kind.FIREWALL)
+    assert fw.label == "firewall inet anklume" and fw.firewall == d.firewall
+    assert fw.changes[0].new == "table inet anklume" and all(c.old is None for c in fw.changes)
+    # A rule edited by hand is put back; the plan names it.
+    extra = replace(d.firewall.rules[0], text="iifname x accept", expr="{}")
+    live = replace(d.firewall, rules=(*d.firewall.rules, extra))
+    fw = next(iter(plan(d, with_table(observed("default-applied"), live))))
+    assert [(c.old, c.new) for c in fw.changes] == [("forward: iifname x accept", None)]
+    # Not read (reconcile firewall=False) or not declared: left alone.
+    assert not [a for a in plan(d, observed("default-applied")) if a.kind is Kind.FIREWALL]
+    assert not plan(replace(d, firewall=None), with_table(observed("default-applied")))
+
+
+def test_firewall_change_renders_as_rule_lines(infra):
+    from anklume.agent.cli_reconcile import format_action
+
+    d = want(infra)
+    live = replace(d.firewall, rules=d.firewall.rules[1:])
+    fw = next(iter(plan(d, with_table(observed("default-applied"), live))))
+    assert format_action(fw) == [
+        "~ firewall inet anklume",
+        '    + forward: ct state established,related accept comment "anklume: replies to '
+        'allowed connections"']
