@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anklume.agent.incus_api import Incus, IncusError
+from anklume.agent.model import frozen_map
 from anklume.agent.resources import Kind, State
 
 from anklume import log
@@ -82,10 +83,10 @@ def substitute(state: State, image_map: Mapping[str, str]) -> State:
     """The same desired state with served image names replaced by the local fingerprint."""
     if not image_map:
         return state
-    items = [replace(r, image=image_map.get(r.image, r.image)) if r.kind is Kind.INSTANCE else r
-             for r in state.resources.values()]
-    return State.of(items, owner=state.owner, vm_unsupported=state.vm_unsupported,
-                    firewall=state.firewall)
+    # replace() keeps every other field of the state (owner, firewall, ...) as it is.
+    return replace(state, resources=frozen_map({
+        k: replace(r, image=image_map.get(r.image, r.image)) if r.kind is Kind.INSTANCE else r
+        for k, r in state.resources.items()}))
 
 
 def _present(incus: Incus, fingerprint: str) -> bool:

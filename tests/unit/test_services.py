@@ -121,3 +121,17 @@ def test_provider_in_a_disabled_domain_or_socket_in_a_vm(tmp_path):
     got = dict(problems(tmp_path, d))
     assert "disabled domain" in got["domains.old.machines.old-box.services.s"]
     assert "is a VM" in got["domains.vault.machines.vault-vm.services.t.socket"]
+
+
+def test_user_devices_cannot_take_the_proxy_prefix(tmp_path):
+    """A user device named like a generated proxy device would be silently replaced."""
+    from anklume.agent.validate import load
+
+    p = tmp_path / "infra.yml"
+    p.write_text(yaml.safe_dump({
+        "schema_version": 1, "project_name": "t",
+        "domains": {"a": {"machines": {"a1": {"devices": {
+            "svc-x-y": {"type": "disk", "source": "/srv/x", "path": "/x"}}}}}}}))
+    with pytest.raises(ValidationError) as e:
+        load(p)
+    assert "svc- is reserved" in str(e.value) and "devices.svc-x-y" in str(e.value)
