@@ -131,6 +131,7 @@ SCRATCH_DISK_ID = "scratchdisk"
 DATA_DISK_ID = "datadisk"
 DATA_DISK_SERIAL = "anklume-data"
 DATA_DISK_BYTES = 5 * 1024**3
+AGENT_BOOT_MEMORY_MIB = 3072
 
 
 def boot_and_check(
@@ -138,6 +139,7 @@ def boot_and_check(
     image: Path,
     vars_template: Path = harness.OVMF_VARS,
     timeout: float = FIRST_BOOT_TIMEOUT,
+    script: str | None = None,
 ) -> Boot:
     """Boot `image` (a private copy) with the check unit; wait for its report and power-off.
 
@@ -157,7 +159,9 @@ def boot_and_check(
         log_dir=log_dir_for(name),
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
-        smbios=guest.smbios_credentials(),
+        smbios=guest.smbios_credentials(script),
+        # The agent deploys the default infra (four containers, Incus's state in RAM).
+        memory_mib=AGENT_BOOT_MEMORY_MIB,
         extra_args=[
             *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
             *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),
@@ -186,7 +190,8 @@ def boot_and_check(
             unplug = f"ok after {vm.elapsed() - t0:.1f} s"
         except harness.VMError as e:
             unplug = str(e).splitlines()[0]
-        vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=300, log="channel")
+        # The checks wait for the agent's first deploy: minutes under emulation.
+        vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=1200, log="channel")
         stages["report"] = vm.elapsed()
         vm.wait_exit(120)
         stages["power-off"] = vm.elapsed()
@@ -215,14 +220,30 @@ def boot_and_check(
 
 
 @pytest.fixture(scope="session")
-def main_boot(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
-    """The one boot that most checks share (boots are the expensive part under TCG): fresh
-    firmware variables, so it also goes through Secure Boot key enrolment and its reboot."""
+def main_disk(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The disk of the main boot and of the second boot (the same machine, rebooted)."""
     work = tmp_path_factory.mktemp("main-boot")
     image = disk.overlay(artifacts.raw, work / "disk.qcow2")
-    boot = boot_and_check("main-boot", image)
-    (work / "disk.qcow2").unlink(missing_ok=True)
-    return boot
+    yield image
+    image.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def main_boot(main_disk: Path) -> Boot:
+    """The one boot that most checks share (boots are the expensive part under TCG): fresh
+    firmware variables, so it also goes through Secure Boot key enrolment and its reboot. The
+    agent deploys the embedded default infra; at the end the check writes a broken infra.yml
+    onto the persistent partition (the path unit applies it at once)."""
+    return boot_and_check("main-boot", main_disk,
+                          script=guest.check_script(guest.AGENT_FACTS + guest.EDIT_INFRA))
+
+
+@pytest.fixture(scope="session")
+def second_boot(main_boot: Boot, main_disk: Path) -> Boot:
+    """The same disk booted again (keys already enrolled): the persistent partition is reused
+    and holds the broken infra.yml the main boot left there."""
+    return boot_and_check("second-boot", main_disk, vars_template=main_boot.vars_after,
+                          script=guest.check_script(guest.AGENT_FACTS))
 
 
 def record_timing(vm: harness.VM, text: str) -> None:

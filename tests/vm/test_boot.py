@@ -34,6 +34,7 @@ def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
     assert r["failed_units"] == "", f"failed units in the guest: {r['failed_units']}{logs}"
     assert r["system_state"] == "running"
     assert r["multi_user"] == "active"
+    assert r["ordering_cycles"] == "0", "systemd found an ordering cycle and dropped a job"
     # The guest's own verdict covers more than this test (Secure Boot, the CLI): only its
     # boot-health reasons belong here; the other tests assert the rest precisely.
     assert not {"system_state", "failed_units"} & set(r.reasons), r.reasons
