@@ -15,8 +15,6 @@ exists, validate the configuration, reconcile, save the live firewall, record th
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -100,19 +98,6 @@ def ensure_pool(incus: Incus) -> bool:
     return True
 
 
-def image_kwargs(infra: Any, incus: Incus, reconcile_fn: Callable[..., Any]) -> dict[str, Any]:
-    """Glue to the shipped-images step (anklume.agent.images, written separately): used only
-    when that module exists and reconcile takes an `image_map`. Otherwise reconcile brings in
-    the images itself (or there are none to bring)."""
-    if "image_map" not in inspect.signature(reconcile_fn).parameters:
-        return {}
-    if importlib.util.find_spec("anklume.agent.images") is None:
-        return {}
-    from anklume.agent import images
-
-    return {"image_map": images.ensure_available(infra, incus)}
-
-
 def firewall_script(live: str | None) -> str:
     """An `nft -f` file that replaces whatever `inet anklume` table is loaded with `live`
     (None: leaves no table). Declaring the table first makes the delete valid when none is
@@ -181,8 +166,8 @@ def _reconcile_step(run: Run, infra: Any, incus: Incus, retry_timeout: float,
     def attempt() -> Any:
         planned = reconcile(infra, prune=prune, dry_run=True, incus=incus)
         sdnotify.status(f"applying {len(planned.plan)} changes")
-        return reconcile(infra, prune=prune, incus=incus,
-                         **image_kwargs(infra, incus, reconcile))
+        # reconcile itself imports the shipped images the machines need (agent/images.py).
+        return reconcile(infra, prune=prune, incus=incus)
 
     try:
         report = retry.retry(attempt, deadline_s=retry_timeout, on_retry=retried, sleep=sleep)

@@ -463,28 +463,6 @@ def test_an_agent_crash_is_recorded_as_error(dirs, no_nft, monkeypatch):
     assert got.outcome == "error" and "nft is missing" in got.errors[0]
 
 
-def test_image_glue_only_when_reconcile_takes_an_image_map(monkeypatch):
-    def old(infra, *, prune=False):
-        pass
-
-    assert boot.image_kwargs(object(), object(), old) == {}
-
-    def new(infra, *, prune=False, image_map=None):
-        pass
-
-    from anklume.agent import images
-    seen = []
-    monkeypatch.setattr(images, "ensure_available",
-                        lambda infra, incus: seen.append(infra) or {"debian/13": "f00d"})
-    infra = object()
-    assert boot.image_kwargs(infra, object(), new) == {"image_map": {"debian/13": "f00d"}}
-    assert seen == [infra]
-
-    import importlib.util
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    assert boot.image_kwargs(object(), object(), new) == {}
-
-
 @pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0,
                     reason="nft -c needs the nft binary and root")
 @pytest.mark.parametrize("live", [None, textwrap.dedent("""\
