@@ -37,8 +37,9 @@ def _register() -> None:
     from anklume.firstboot import cli as firstboot_cli
     from anklume.image import cli as image_cli
     from anklume.signing import cli as signing_cli
+    from anklume.updates import cli as updates_cli
 
-    for mod in (agent_cli, firstboot_cli, image_cli, signing_cli):
+    for mod in (agent_cli, firstboot_cli, image_cli, signing_cli, updates_cli):
         mod.register(app)
 
 

@@ -1,4 +1,4 @@
-"""Image commands: build, flash."""
+"""Image commands: build, flash, publish."""
 
 from pathlib import Path
 
@@ -50,3 +50,16 @@ def register(app: typer.Typer) -> None:
                 return
         flash_run.flash_image(image, device, force=force, yes=yes, echo=typer.echo,
                               ask=lambda q: typer.prompt(q, default="", show_default=False))
+
+    @app.command("publish")
+    def publish(
+        build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build's outputs."),
+        out: Path = typer.Option(..., "--out", help="Update tree to add the version to."),
+        min_version: str | None = typer.Option(None, "--min-version",
+                                               help="Oldest version that may update to it."),
+        key_dir: Path | None = typer.Option(None, "--key-dir", help="Signing keys."),
+    ) -> None:
+        """Turn a build into a signed update directory (docs/updates.md)."""
+        from anklume.updates.cli import publish_command
+
+        publish_command(build_dir, out, min_version, key_dir)

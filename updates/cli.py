@@ -1,0 +1,161 @@
+"""`anklume update check|apply|status|rollback`, and the `image publish` entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+_FROM = typer.Option(None, "--from", help="Update source: an https:// URL, a directory, or "
+                     "'usb' (the stick labelled ANKLUME-UPD). Default: $ANKLUME_UPDATE_SOURCE, "
+                     "else the stick.")
+_DOWNGRADE = typer.Option(False, "--allow-downgrade",
+                          help="Accept an older version (every signature is still required).")
+_UPDATE_CERT = typer.Option(None, "--update-cert", hidden=True)
+_DB_CERT = typer.Option(None, "--db-cert", hidden=True)
+
+
+def _anchors(update_cert: Path | None, db_cert: Path | None):
+    from anklume.updates.anchors import Anchors
+
+    d = Anchors()
+    a = Anchors(update_cert=update_cert or d.update_cert, db_cert=db_cert or d.db_cert)
+    a.check_present()
+    return a
+
+
+def _work_dir() -> Path:
+    from anklume.agent.paths import run_dir
+
+    return run_dir() / "update"
+
+
+def _remember_fallback(running: str) -> frozenset[str]:
+    """Record a fallback seen in the boot entries (if bootctl can tell), then return the
+    versions never to offer again."""
+    from anklume.updates import bootctl, state, status
+
+    from anklume.errors import AnklumeError
+
+    st = state.load()
+    try:
+        es = bootctl.entries()
+    except (AnklumeError, OSError):
+        es = []  # no boot loader to ask (a development host): nothing new to learn
+    if status.record_fallback(st, status.report(running, es, st)):
+        state.save(st)
+    return st.failed_versions
+
+
+def _progress():
+    state: dict = {}
+
+    def cb(name: str, done: int, total: int) -> None:
+        pct = done * 100 // total if total else 100
+        if state.get(name) != pct:
+            state[name] = pct
+            typer.echo(f"\r  {name}: {pct:3d}% of {total / 1048576:.0f} MiB", nl=pct == 100,
+                       err=True)
+    return cb
+
+
+def register(app: typer.Typer) -> None:
+    up = typer.Typer(help="Signed A/B updates of the appliance OS.", no_args_is_help=True)
+
+    @up.command("check")
+    def check(
+        source: str | None = _FROM, allow_downgrade: bool = _DOWNGRADE,
+        download: bool = typer.Option(False, "--download", help="Also fetch and verify every "
+                                      "file into staging (nothing is installed)."),
+        update_cert: Path | None = _UPDATE_CERT, db_cert: Path | None = _DB_CERT,
+    ) -> None:
+        """Say what the source offers and whether this system would install it.
+        Exit 0 installable, 1 refused (the reason is printed)."""
+        from anklume.updates import apply as apply_mod
+        from anklume.updates import sources, stage, status
+
+        anchors = _anchors(update_cert, db_cert)
+        running = status.running_version()
+        failed = _remember_fallback(running)
+        src = sources.open_source(source, usb_mount=_work_dir() / "usb")
+        if download:
+            v = stage.prepare(src, _work_dir() / "staging", anchors, running=running,
+                              allow_downgrade=allow_downgrade, failed=failed,
+                              progress=_progress())
+            for line in apply_mod.summary(v, running, src.describe()):
+                typer.echo(line)
+            return
+        m = stage.check(src, anchors, running=running, allow_downgrade=allow_downgrade,
+                        failed=failed)
+        typer.echo(f"{m.version} is available from {src.describe()} (running {running}); "
+                   f"manifest signature and compatibility verified")
+        for f in m.files:
+            typer.echo(f"  {f.role:15} {f.name} ({f.size} bytes)")
+        typer.echo("`anklume update apply` verifies every file before writing anything.")
+
+    @up.command("apply")
+    def apply(
+        source: str | None = _FROM, allow_downgrade: bool = _DOWNGRADE,
+        yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+        reboot: bool = typer.Option(False, "--reboot", help="Reboot into the new version."),
+        update_cert: Path | None = _UPDATE_CERT, db_cert: Path | None = _DB_CERT,
+    ) -> None:
+        """Verify the update completely, then install it into the inactive slot."""
+        from anklume.updates import apply as apply_mod
+        from anklume.updates import sources, status
+
+        anchors = _anchors(update_cert, db_cert)
+        running = status.running_version()
+        _remember_fallback(running)
+        src = sources.open_source(source, usb_mount=_work_dir() / "usb")
+        apply_mod.apply(
+            src, staging=_work_dir() / "staging", definitions=_work_dir() / "sysupdate.d",
+            anchors=anchors, running=running, allow_downgrade=allow_downgrade, yes=yes,
+            reboot=reboot, echo=typer.echo, progress=_progress(),
+            confirm=lambda q: typer.confirm(q, default=False),
+        )
+        typer.echo("installed; it boots next (3 tries, kept only if the health gate passes)"
+                   if not reboot else "installed; rebooting")
+
+    @up.command("status")
+    def status_cmd() -> None:
+        """Running version, boot entries and tries left, pending update, last fallback."""
+        from anklume.updates import bootctl, state, status
+
+        running = status.running_version()
+        st = state.load()
+        r = status.report(running, bootctl.entries(), st)
+        if status.record_fallback(st, r):
+            state.save(st)
+        r = status.report(running, r.entries, st)
+        for line in status.lines(r):
+            typer.echo(line)
+
+    @up.command("rollback")
+    def rollback(yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+                 reboot: bool = typer.Option(False, "--reboot", help="Reboot now.")) -> None:
+        """Make the other installed version the default boot entry (on purpose)."""
+        from anklume.updates import bootctl, status
+        from anklume.updates.errors import ApplyRefused
+
+        running = status.running_version()
+        target = bootctl.rollback_target(bootctl.entries(), running)
+        if not yes and not typer.confirm(f"boot {target.version} ({target.id}) by default?",
+                                         default=False):
+            raise ApplyRefused("not confirmed: nothing changed")
+        bootctl.set_default(target.id)
+        typer.echo(f"default entry is now {target.id}")
+        if reboot:
+            from anklume.updates.runner import system
+
+            system(["systemctl", "reboot"])
+
+    app.add_typer(up, name="update")
+
+
+def publish_command(build_dir: Path, out: Path, min_version: str | None,
+                    key_dir: Path | None) -> None:
+    from anklume.updates import publish
+
+    dest = publish.publish(build_dir, out, min_version=min_version, key_dir=key_dir)
+    typer.echo(f"published {dest.name} in {dest}")

@@ -1,0 +1,78 @@
+"""What `anklume update status` reports, gathered from the running system (small readers) and
+combined by pure functions that tests call with recorded inputs."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from anklume.updates import policy, versions
+from anklume.updates.policy import BootEntry
+from anklume.updates.state import State
+
+OS_RELEASE = Path("/usr/lib/os-release")
+
+
+def os_release_version(text: str) -> str | None:
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k.strip() == "IMAGE_VERSION":
+            parts = shlex.split(v)
+            return parts[0] if parts else None
+    return None
+
+
+def running_version(path: Path = OS_RELEASE) -> str:
+    from anklume.errors import PermanentError
+
+    try:
+        v = os_release_version(path.read_text())
+    except OSError as e:
+        raise PermanentError(f"{path}: {e}") from None
+    if not v:
+        raise PermanentError(f"{path}: no IMAGE_VERSION (not an anklume appliance image?)")
+    return v
+
+
+@dataclass(frozen=True)
+class Report:
+    running: str
+    entries: list[BootEntry]
+    pending: list[BootEntry]  # newer entries not yet booted to good (they have tries left)
+    fell_back_from: str | None
+    failed: list[str]
+
+
+def report(running: str, entries: list[BootEntry], st: State) -> Report:
+    pending = [e for e in entries if e.version and versions.valid(e.version)
+               and versions.newer(e.version, running) and (e.tries_left or 0) > 0]
+    return Report(running=running, entries=entries, pending=pending,
+                  fell_back_from=policy.fallback_from(running, st.last_installed, entries),
+                  failed=sorted(st.failed, key=versions.key))
+
+
+def record_fallback(st: State, r: Report) -> bool:
+    """Remember a version that failed to boot; True when the state changed."""
+    v = r.fell_back_from
+    if v is None or v in st.failed:
+        return False
+    st.failed[v] = f"fell back to {r.running} after its boot tries ran out"
+    return True
+
+
+def lines(r: Report) -> list[str]:
+    out = [f"running: {r.running}"]
+    for e in r.entries:
+        tags = [t for t, on in (("default", e.is_default), ("booted", e.is_selected)) if on]
+        if e.tries_left is not None:
+            tags.append(f"tries left {e.tries_left}, done {e.tries_done}")
+        out.append(f"  entry {e.id} ({e.version or '?'}){': ' + ', '.join(tags) if tags else ''}")
+    if r.pending:
+        out.append("pending: " + ", ".join(e.version or e.id for e in r.pending)
+                   + " (boots next; counts as good once the health gate passes)")
+    if r.fell_back_from:
+        out.append(f"last boot fell back from {r.fell_back_from} to {r.running}")
+    if r.failed:
+        out.append("not offered again (failed to boot): " + ", ".join(r.failed))
+    return out
