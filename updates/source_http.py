@@ -13,7 +13,8 @@ import requests
 from anklume.updates import hashing, sink
 from anklume.updates.errors import FileMismatch, MissingFile, SourceUnavailable, TruncatedDownload
 
-CHUNK = 1024 * 1024
+# What a dropped connection can lose: the chunk being read when it broke is not handed over.
+CHUNK = 64 * 1024
 _TIMEOUT = 30
 
 
@@ -54,10 +55,10 @@ class HttpSource:
     def _download(self, rel: str, dest: Path, size: int, progress) -> tuple[int, bool]:
         """Fill dest up to `size` bytes, resuming over dropped connections.
         Returns (bytes on disk, whether any part was resumed)."""
-        resumed = False
         have = dest.stat().st_size if dest.exists() else 0
         if have > size:
             have = 0
+        resumed = have > 0  # bytes kept from an earlier run count as resumed: hash decides
         for _ in range(self.attempts):
             if have == size:
                 break

@@ -48,5 +48,6 @@ def version_prefix(src: Source) -> str:
             hint="point --from at what `anklume image publish --out` wrote")
     v = latest.decode(errors="replace").strip()
     if not versions.valid(v):
-        raise ManifestInvalid(f"{src.describe()}{manifest.LATEST}: {v!r} is not a version")
+        where = f"{src.describe().rstrip('/')}/{manifest.LATEST}"
+        raise ManifestInvalid(f"{where}: {v!r} is not a version")
     return f"{v}/"

@@ -22,7 +22,7 @@ from anklume.updates.sources import MANIFEST_MAX, SIG_MAX, Source, version_prefi
 def read_manifest(src: Source, anchors: Anchors, *, compat: dict | None = None
                   ) -> tuple[manifest.Manifest, bytes, bytes, str]:
     prefix = version_prefix(src)
-    where = f"{src.describe()}{prefix}{manifest.MANIFEST}"
+    where = f"{src.describe().rstrip('/')}/{prefix}{manifest.MANIFEST}"
     data = src.read_small(prefix + manifest.MANIFEST, MANIFEST_MAX)
     sig = src.read_small(prefix + manifest.SIGNATURE, SIG_MAX)
     if data is None:
