@@ -233,7 +233,9 @@ def build_initrd_package(paths: Paths, version: str) -> Path:
             "Section: admin\n"
             "Priority: optional\n"
             "Description: anklume initrd units\n"
-            " Fill the empty root's /etc and /var from /usr/share/factory before switch-root.\n"
+            " Fill the empty root's /etc and /var from /usr/share/factory, mount the boot disk's\n"
+            " persistent partition with this machine's identity, and copy /usr into RAM\n"
+            " (anklume.toram=1) before switch-root.\n"
         )
         deb = paths.debs / f"{INITRD_PACKAGE}_{version}_all.deb"
         from anklume.run import run

@@ -26,8 +26,10 @@ NAME = "debian-13"
 SERVES = ("images:debian/13", "images:debian/trixie", "debian/13")
 ALIAS = "anklume/debian-13"
 DESCRIPTION_FILE = "image.json"
-# gzip: Incus unpacks with the OS's tar, and gzip is always there (zstd is not in the OS).
-TARBALL = "image.tar.gz"
+# xz: Incus unpacks with the OS's tar, which has xz (not zstd). Measured on this tree: gzip
+# 35.0 MB, xz -6 22.6 MB (the tarball is already compressed, so squashfs cannot shrink it):
+# ~12 MB off the OS slot for ~25 s of packing on 2 cores.
+TARBALL = "image.tar.xz"
 
 _TEMPLATES = {
     "hostname.tpl": "{{ instance.name }}\n",
@@ -71,7 +73,7 @@ def metadata(version: str, created: int) -> str:
 
 
 def pack(rootfs: Path, dest: Path, version: str) -> Path:
-    """Write `dest/<NAME>/{image.tar.gz,image.json}` from the mkosi tree; returns the json."""
+    """Write `dest/<NAME>/{image.tar.xz,image.json}` from the mkosi tree; returns the json."""
     if not (rootfs / "usr").is_dir():
         raise FileNotFoundError(f"{rootfs} is not a root file system tree")
     out = dest / NAME
@@ -89,7 +91,7 @@ def pack(rootfs: Path, dest: Path, version: str) -> Path:
         # the tree; the tree's top directory becomes rootfs/ as Incus expects.
         run([
             "tar", "--create", "--file", str(tarball), "--numeric-owner", "--xattrs",
-            "--xattrs-include=*", "--gzip",
+            "--xattrs-include=*", "--use-compress-program=xz -6 -T0",
             "-C", str(meta), "metadata.yaml", "templates",
             "-C", str(rootfs.parent), f"--transform=s,^{rootfs.name},rootfs,S",
             rootfs.name,

@@ -115,10 +115,16 @@ class Boot:
     stages: dict[str, float]  # seconds since QEMU started, per milestone
     accel: str
     unplug: str  # "ok after N s" or why the scratch disk's hot-unplug failed
+    host_keyscan: list[str]  # `ssh-keyscan` through the loopback forward: "type key" lines
+    boot_unplug: str  # the boot disk's hot-unplug ("" when the boot did not pull it)
 
     def timing(self) -> str:
         marks = ", ".join(f"{k} {v:.1f} s" for k, v in self.stages.items())
         return f"accel={self.accel} resets={self.resets}: {marks}"
+
+    def host_key(self, kind: str = "ssh-ed25519") -> str:
+        keys = [line.split()[1] for line in self.host_keyscan if line.split()[0] == kind]
+        return keys[0] if keys else ""
 
 
 # The check unit reports within seconds of multi-user; this long after the login prompt
@@ -131,7 +137,28 @@ SCRATCH_DISK_ID = "scratchdisk"
 DATA_DISK_ID = "datadisk"
 DATA_DISK_SERIAL = "anklume-data"
 DATA_DISK_BYTES = 5 * 1024**3
+# A second "anklume stick" (a partition labelled anklume-persist): never to be mounted.
+IMPOSTOR_DISK_ID = "impostor"
 AGENT_BOOT_MEMORY_MIB = 3072
+
+
+def _keyscan(port: int, deadline: float) -> list[str]:
+    """Host keys of the guest's sshd through QEMU's loopback forward (the guest may still be
+    booting: retried until `deadline`)."""
+    while time.monotonic() < deadline:
+        r = subprocess.run(
+            ["ssh-keyscan", "-T", "20", "-p", str(port), "127.0.0.1"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        lines = [
+            line.split(None, 1)[1]
+            for line in r.stdout.splitlines()
+            if line and not line.startswith("#") and len(line.split()) >= 3
+        ]
+        if lines:
+            return sorted(lines)
+        time.sleep(5)
+    return []
 
 
 def boot_and_check(
@@ -140,19 +167,29 @@ def boot_and_check(
     vars_template: Path = harness.OVMF_VARS,
     timeout: float = FIRST_BOOT_TIMEOUT,
     script: str | None = None,
+    *,
+    boot_bus: str = "virtio",
+    memory_mib: int = AGENT_BOOT_MEMORY_MIB,
+    ssh: bool = False,
+    unplug_boot_disk: bool = False,
 ) -> Boot:
-    """Boot `image` (a private copy) with the check unit; wait for its report and power-off.
+    """Boot `image` with the check unit; wait for its report and power-off.
 
-    While the OS runs, a scratch disk on its own PCIe root port is hot-unplugged over QMP: the
-    copy-to-RAM tests unplug the boot disk the same way, so the mechanism is proven here on the
-    real guest kernel at the cost of a few seconds.
+    Every boot also carries a blank data disk (the wizard's pool), a disk posing as a second
+    anklume stick, and a scratch disk on its own PCIe root port that is hot-unplugged over
+    QMP (the mechanism the copy-to-RAM tests use on the boot disk). `ssh`: a NIC on QEMU's
+    isolated user network and a key scan through the loopback forward. `unplug_boot_disk`:
+    when the script says `unplug=ready`, the boot disk itself is pulled out; the guest may not
+    be able to power off after that (without toram), so QEMU is then stopped by the harness.
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
     data = image.with_name(f"{image.stem}-data.qcow2")
+    impostor = disk.impostor_persist_disk(image.with_name(f"{image.stem}-impostor.raw"))
     for path, size in ((scratch, "16M"), (data, str(DATA_DISK_BYTES))):
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True, timeout=60
         )
+    port = harness.free_tcp_port() if ssh else None
     spec = harness.VMSpec(
         name=name,
         disk=image,
@@ -161,10 +198,13 @@ def boot_and_check(
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
         smbios=guest.smbios_credentials(script),
         # The agent deploys the default infra (four containers, Incus's state in RAM).
-        memory_mib=AGENT_BOOT_MEMORY_MIB,
+        memory_mib=memory_mib,
+        boot_bus=boot_bus,
+        ssh_forward_port=port,
         extra_args=[
             *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
             *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),
+            *harness.hotplug_disk_args(IMPOSTOR_DISK_ID, impostor, chassis=4, fmt="raw"),
         ],
     )
 
@@ -190,11 +230,31 @@ def boot_and_check(
             unplug = f"ok after {vm.elapsed() - t0:.1f} s"
         except harness.VMError as e:
             unplug = str(e).splitlines()[0]
+        keys = _keyscan(port, time.monotonic() + 300) if port else []
+        if port:
+            stages["host-keyscan"] = vm.elapsed()
+        boot_unplug = ""
+        if unplug_boot_disk:
+            vm.wait_for(r"ANKLUME-TEST unplug=ready", fail_patterns=BOOT_FAILURES, timeout=1500,
+                        log="channel")
+            stages["boot-disk-unplug"] = vm.elapsed()
+            t0 = vm.elapsed()
+            try:
+                vm.device_del(harness.BOOT_DISK_ID, timeout=60)
+                boot_unplug = f"ok after {vm.elapsed() - t0:.1f} s"
+            except harness.VMError as e:
+                boot_unplug = str(e).splitlines()[0]
         # The checks wait for the agent's first deploy: minutes under emulation.
         vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=1200, log="channel")
         stages["report"] = vm.elapsed()
-        vm.wait_exit(120)
-        stages["power-off"] = vm.elapsed()
+        try:
+            vm.wait_exit(120)
+            stages["power-off"] = vm.elapsed()
+        except harness.VMError:
+            # Without its disk the guest may hang in shutdown: only a test that pulled the
+            # disk tolerates that (its assertions are on the report, already received).
+            if not unplug_boot_disk:
+                raise
         channel = vm.channel.text()
         return Boot(
             report=guest.parse_report(channel),
@@ -206,44 +266,100 @@ def boot_and_check(
             stages=stages,
             accel=vm.accel,
             unplug=unplug,
+            host_keyscan=keys,
+            boot_unplug=boot_unplug,
         )
 
     try:
         boot = harness.run_vm(spec, body)
     finally:
-        scratch.unlink(missing_ok=True)
-        data.unlink(missing_ok=True)
+        for path in (scratch, data, impostor):
+            path.unlink(missing_ok=True)
     timing = f"{name}: {boot.timing()}; scratch disk unplug {boot.unplug}\n"
     (boot.log_dir / "timing.txt").write_text(timing)
     print(timing, end="")
     return boot
 
 
-@pytest.fixture(scope="session")
-def main_disk(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The disk of the main boot and of the second boot (the same machine, rebooted)."""
-    work = tmp_path_factory.mktemp("main-boot")
-    image = disk.overlay(artifacts.raw, work / "disk.qcow2")
-    yield image
-    image.unlink(missing_ok=True)
+def flash_to_stick(image: Path, stick: Path, size: int = disk.TARGET_DISK_SIZE) -> str:
+    """`anklume flash` onto a file standing for a USB stick bigger than the image (sparse):
+    the disk every shared boot uses is the one a user's flash would produce."""
+    with stick.open("wb") as f:
+        f.truncate(size)
+    anklume = REPO / ".venv" / "bin" / "anklume"
+    cmd = [str(anklume) if anklume.exists() else "anklume", "flash", str(image), str(stick),
+           "--force", "--yes"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r.stdout + r.stderr
+
+
+@dataclass
+class Stick:
+    path: Path
+    flash_output: str
 
 
 @pytest.fixture(scope="session")
-def main_boot(main_disk: Path) -> Boot:
+def stick(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stick]:
+    """The disk of the shared boots (main, second, toram, small-RAM: the same machine, rebooted),
+    written by `anklume flash` like a user's USB stick."""
+    work = tmp_path_factory.mktemp("stick")
+    path = work / "stick.raw"
+    out = flash_to_stick(artifacts.raw, path)
+    yield Stick(path, out)
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def main_boot(stick: Stick) -> Boot:
     """The one boot that most checks share (boots are the expensive part under TCG): fresh
     firmware variables, so it also goes through Secure Boot key enrolment and its reboot. The
     agent deploys the embedded default infra; at the end the check writes a broken infra.yml
     onto the persistent partition (the path unit applies it at once)."""
-    return boot_and_check("main-boot", main_disk,
+    return boot_and_check("main-boot", stick.path, ssh=True,
                           script=guest.check_script(guest.AGENT_FACTS + guest.EDIT_INFRA))
 
 
 @pytest.fixture(scope="session")
-def second_boot(main_boot: Boot, main_disk: Path) -> Boot:
-    """The same disk booted again (keys already enrolled): the persistent partition is reused
-    and holds the broken infra.yml the main boot left there."""
-    return boot_and_check("second-boot", main_disk, vars_template=main_boot.vars_after,
-                          script=guest.check_script(guest.AGENT_FACTS))
+def second_boot(main_boot: Boot, stick: Stick) -> Boot:
+    """The same disk booted again, now as a USB stick (usb-storage), keys already enrolled: the
+    persistent partition is reused and holds the broken infra.yml the main boot left there.
+    Steady state: every timer's job runs once, then no unit may have failed. At the end the
+    next boot is set to "Run from RAM", and the stick is pulled out from under the running
+    system: the control for the toram boot (the same reads must fail here)."""
+    return boot_and_check(
+        "second-boot", stick.path, vars_template=main_boot.vars_after, boot_bus="usb", ssh=True,
+        unplug_boot_disk=True,
+        script=guest.check_script(guest.AGENT_FACTS + guest.STEADY_FACTS + guest.ONESHOT_TORAM
+                                  + guest.UNPLUG_WORKLOAD),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def toram_boot(second_boot: Boot, stick: Stick) -> Boot:
+    """The same disk, "Run from RAM" entry (chosen by the previous boot): /usr is copied into
+    RAM with verity enforced, the persistent state too, the console says when the stick can go;
+    then the boot disk is pulled out and the same workload as the control runs."""
+    return boot_and_check(
+        "toram-boot", stick.path, vars_template=second_boot.vars_after, unplug_boot_disk=True,
+        script=guest.check_script(guest.TORAM_FACTS + guest.TORAM_WAIT_REMOVABLE
+                                  + guest.ONESHOT_TORAM + guest.UNPLUG_WORKLOAD),
+    )  # fmt: skip
+
+
+SMALL_RAM_MIB = 1024
+
+
+@pytest.fixture(scope="session")
+def small_ram_boot(toram_boot: Boot, stick: Stick) -> Boot:
+    """"Run from RAM" again (chosen by the toram boot) on a machine with too little memory for
+    the copy: the boot must go on from the disk and say why. Only the toram facts are read."""
+    return boot_and_check(
+        "small-ram-boot", stick.path, vars_template=toram_boot.vars_after,
+        memory_mib=SMALL_RAM_MIB, script=guest.check_script(guest.TORAM_FACTS, core=False),
+    )  # fmt: skip
 
 
 def record_timing(vm: harness.VM, text: str) -> None:

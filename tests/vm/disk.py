@@ -12,6 +12,7 @@ import struct
 import subprocess
 import tempfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,3 +214,61 @@ def usr_corruption_offset(image: Path) -> tuple[int, str]:
     # erofs (superblock at 1024) or anything else: the first data block is read on mount, and
     # bytes 512..515 lie in erofs' unused head padding, which erofs never checks.
     return part.offset + 512, "first data block (filesystem head padding)"
+
+
+
+IMPOSTOR_LABEL = "anklume-persist"
+IMPOSTOR_MARKER = "IMPOSTOR"
+LINUX_DATA = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
+
+
+def write_gpt(image: Path, parts: list[tuple[uuid.UUID, str, int, int]]) -> None:
+    """Write a GPT (primary and backup, 512-byte sectors) for `parts`: (type, label, first LBA,
+    last LBA). A few lines of Python instead of sfdisk, which this host does not have."""
+    sectors = image.stat().st_size // 512
+    entries = bytearray(128 * 128)
+    for i, (ptype, label, first, last) in enumerate(parts):
+        entries[i * 128 : (i + 1) * 128] = (
+            ptype.bytes_le + uuid.uuid4().bytes_le + struct.pack("<QQQ", first, last, 0)
+            + label.encode("utf-16-le").ljust(72, b"\0")
+        )  # fmt: skip
+    entries_crc = zlib.crc32(entries)
+    disk_guid = uuid.uuid4().bytes_le
+
+    def header(current: int, backup: int, entries_lba: int) -> bytes:
+        def pack(crc: int) -> bytes:
+            return (b"EFI PART" + struct.pack("<IIII", 0x00010000, 92, crc, 0)
+                    + struct.pack("<QQQQ", current, backup, 34, sectors - 34) + disk_guid
+                    + struct.pack("<QIII", entries_lba, 128, 128, entries_crc))  # fmt: skip
+        return pack(zlib.crc32(pack(0))).ljust(512, b"\0")
+
+    # Protective MBR: one 0xEE partition over the whole disk.
+    mbr = bytearray(512)
+    mbr[446:462] = struct.pack("<8BII", 0, 0, 2, 0, 0xEE, 0xFF, 0xFF, 0xFF, 1,
+                               min(sectors - 1, 0xFFFFFFFF))  # fmt: skip
+    mbr[510:512] = b"\x55\xaa"
+    with image.open("r+b") as f:
+        f.write(mbr)
+        f.write(header(1, sectors - 1, 2))
+        f.write(entries)
+        f.seek((sectors - 33) * 512)
+        f.write(entries)
+        f.write(header(sectors - 1, 1, sectors - 33))
+
+
+def impostor_persist_disk(dest: Path, size: int = 64 * 1024**2) -> Path:
+    """A second "anklume stick" as far as labels go: a GPT disk whose one partition is labelled
+    anklume-persist and holds an ext4 with a file named IMPOSTOR. The appliance must keep using
+    the persistent partition of the disk it booted from, never this one."""
+    first, last = 2048, size // 512 - 2048
+    with dest.open("wb") as f:
+        f.truncate(size)
+    write_gpt(dest, [(LINUX_DATA, IMPOSTOR_LABEL, first, last)])
+    with tempfile.TemporaryDirectory(prefix="anklume-impostor-") as tmp:
+        (Path(tmp) / IMPOSTOR_MARKER).write_text("not the boot disk's persistent partition\n")
+        subprocess.run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-d", tmp, "-E", f"offset={first * 512}",
+             str(dest), f"{(last - first + 1) // 2}k"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    return dest

@@ -74,7 +74,16 @@ efistr() {  # UTF-16LE string variable (systemd-boot's Loader* variables), ASCII
     cat "$f" | tail -c +5 | tr -d '\000'
 }
 say "check=started"
+@BODY@
+if [ -z "$fails" ]; then r=ok; else r="fail$fails"; fi
+printf 'ANKLUME-TEST-RESULT %s\n' "$r" >>"$port"
+[ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST-RESULT %s\n' "$r" >/dev/ttyS0 2>/dev/null
+sync
+systemctl poweroff --no-block
+"""
 
+# The checks of a full boot: the system settled, verity, Secure Boot, the CLI, sshd, ZFS.
+_CORE = r"""
 # Waits for every start job, the agent's first deploy included (minutes under emulation).
 state=$(timeout 900 systemctl is-system-running --wait 2>/dev/null)
 say "system_state=$state"
@@ -99,8 +108,6 @@ say "usr_source=$(findmnt -no SOURCE /usr)"
 say "usr_fstype=$(findmnt -no FSTYPE /usr)"
 say "usr_options=$(findmnt -no OPTIONS /usr)"
 say "root_fstype=$(findmnt -no FSTYPE /)"
-# The persistent partition is an automount: reading it mounts it.
-ls /var/lib/anklume >/dev/null 2>&1
 psrc=$(findmnt -no SOURCE -T /var/lib/anklume/. | tail -n 1)
 say "persist_source=$psrc"
 say "persist_options=$(findmnt -no OPTIONS -T /var/lib/anklume/. | tail -n 1)"
@@ -129,6 +136,26 @@ for u in $units; do
     say "veritysetup_unit=$u:$(systemctl is-active "$u")"
 done
 say "kernel_verity_errors=$(dmesg 2>/dev/null | grep -ci 'verity.*corrupt')"
+
+# Identity and the persistent partition: which disk it came from, and the boot disk (the ESP's).
+say "persist_state_b64=$(base64 -w0 /run/anklume/persist 2>/dev/null)"
+esp_uuid=$(efistr LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f | tr A-F a-f)
+say "esp_disk=$(lsblk -ndo PKNAME "/dev/disk/by-partuuid/$esp_uuid" 2>/dev/null)"
+say "persist_disk=$(lsblk -ndo PKNAME "$psrc" 2>/dev/null)"
+say "impostor_seen=$(test -e /var/lib/anklume/IMPOSTOR && echo yes || echo no)"
+say "impostor_mounts=$(lsblk -nro PARTLABEL,MOUNTPOINTS | awk '$1 == "anklume-persist" && NF > 1' \
+    | wc -l)"
+say "hostname=$(hostname)"
+say "ssh_host_ed25519=$(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null \
+    | awk '{print $2}')"
+say "ssh_key_link=$(readlink /etc/ssh/ssh_host_ed25519_key)"
+# Network: the wired NIC's DHCP address (QEMU user networking hands out 10.0.2.15).
+say "net_addrs=$(ip -4 -o addr show scope global 2>/dev/null \
+    | awk '$2 ~ /^(en|eth)/ {print $2 "=" $4}' | paste -sd, -)"
+say "networkd_file=$(networkctl status 2>/dev/null | sed -n 's/^ *Network File: //p' | head -n 1)"
+for n in $(ls /sys/class/net | grep -E '^(en|eth)'); do
+    say "networkd_link.$n=$(networkctl status "$n" 2>/dev/null | sed -n 's/^ *Network File: //p')"
+done
 
 G=8be4df61-93ca-11d2-aa0d-00e098032b8c  # EFI_GLOBAL_VARIABLE
 L=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
@@ -180,12 +207,6 @@ say "zfs_kernel_log=$(dmesg 2>/dev/null | grep -iE 'zfs|module verif|key was rej
     | tail -n 6 | base64 -w0)"
 say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
 
-@EXTRA@
-if [ -z "$fails" ]; then r=ok; else r="fail$fails"; fi
-printf 'ANKLUME-TEST-RESULT %s\n' "$r" >>"$port"
-[ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST-RESULT %s\n' "$r" >/dev/ttyS0 2>/dev/null
-sync
-systemctl poweroff --no-block
 """
 
 
@@ -252,6 +273,89 @@ if [ -n "$(ip_of work work-dev)" ]; then
 fi
 """
 
+# Steady state (a later boot of the same disk): every timer's job run now (the settle window
+# that timers would otherwise need hours for), then no failed unit, and what repart did.
+STEADY_FACTS = r"""
+timers=$(systemctl list-units --type=timer --state=active --plain --no-legend | awk '{print $1}')
+for t in $timers; do
+    svc=$(systemctl show -p Triggers --value "$t")
+    [ -n "$svc" ] || continue
+    timeout 300 systemctl start "$svc" >/dev/null 2>&1
+    say "timer_job.$svc=$(systemctl show -p Result --value "$svc")"
+done
+sleep 20
+failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
+    | awk '{print $1}' | paste -sd, -)
+say "settled_failed_units=$failed"
+say "repart_log_b64=$(journalctl -b -u systemd-repart.service -o cat --no-pager 2>&1 | tail -n 8 \
+    | base64 -w0)"
+say "settled_verity_errors=$(dmesg 2>/dev/null | grep -ci 'verity.*corrupt')"
+"""
+
+# The next boot takes the "Run from RAM" entry of the same UKI (a one-shot choice in an EFI
+# variable, what picking it in systemd-boot's menu does once).
+ONESHOT_TORAM = r"""
+entry=$(bootctl list --json=short 2>/dev/null | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    if "Run from RAM" in (e.get("title") or "") or "@toram" in e.get("id", ""):
+        print(e["id"], e.get("title") or "", sep="\t"); break
+')
+say "toram_entry_id=$(printf '%s' "$entry" | cut -f1)"
+say "toram_entry_title=$(printf '%s' "$entry" | cut -f2)"
+bootctl set-oneshot "$(printf '%s' "$entry" | cut -f1)" 2>&1 | head -n 2 | sed 's/^/bootctl: /'
+say "oneshot=$(efistr LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)"
+"""
+
+# Pull the boot disk out, then use the OS (runs after _CORE, which finds the disks): tells the
+# host when to unplug, waits until the disk is gone, drops the page cache (or files read during
+# boot would still be served), reads thousands of files no boot reads, runs a few programs and
+# starts and stops a service.
+UNPLUG_WORKLOAD = r"""
+bootdev=$(lsblk -ndo PKNAME "/dev/disk/by-partuuid/$esp_uuid" 2>/dev/null)
+[ -n "$bootdev" ] || bootdev=$(lsblk -ndo PKNAME "$psrc" 2>/dev/null)
+say "unplug_disk=$bootdev"
+files=$(find /usr/lib/modules /usr/share/zoneinfo -type f 2>/dev/null | head -n 3000)
+sync
+say "unplug=ready"
+i=0
+while [ -e "/sys/block/$bootdev" ] && [ $i -lt 240 ]; do sleep 0.5; i=$((i + 1)); done
+say "unplug_gone=$(test -e "/sys/block/$bootdev" && echo no || echo yes)"
+echo 3 >/proc/sys/vm/drop_caches
+n=0
+bad=0
+for f in $files; do
+    n=$((n + 1))
+    cat "$f" >/dev/null 2>&1 || bad=$((bad + 1))
+done
+say "workload.files=$n"
+say "workload.read_errors=$bad"
+ran=0
+for cmd in "ls /" "stat /" "uname -a" "id" "date" "df /" "sort /etc/os-release" "du -s /etc"; do
+    $cmd >/dev/null 2>&1 && ran=$((ran + 1))
+done
+say "workload.programs_ran=$ran"
+systemctl start systemd-hostnamed.service >/dev/null 2>&1
+a=$(systemctl is-active systemd-hostnamed.service 2>&1)
+systemctl stop systemd-hostnamed.service >/dev/null 2>&1
+say "workload.service=$a:$(systemctl is-active systemd-hostnamed.service 2>&1)"
+"""
+
+# Run from RAM: where /usr and the persistent state come from, and the all-clear.
+TORAM_FACTS = r"""
+say "toram_status_b64=$(base64 -w0 /run/anklume/toram/status 2>/dev/null)"
+dev=$(readlink -f "$(findmnt -no SOURCE /usr)")
+say "usr_slaves=$(ls "/sys/block/${dev#/dev/}/slaves" 2>/dev/null | paste -sd, -)"
+say "toram_log_b64=$(journalctl -b -u anklume-toram.service -o cat --no-pager 2>&1 | tail -n 6 \
+    | base64 -w0)"
+"""
+TORAM_WAIT_REMOVABLE = r"""
+i=0
+while [ ! -e /run/anklume/toram/removable ] && [ $i -lt 1200 ]; do sleep 1; i=$((i + 1)); done
+say "toram_removable=$(test -e /run/anklume/toram/removable && echo yes || echo no)"
+say "toram_ready_unit=$(systemctl is-active anklume-toram-ready.service)"
+"""
+
 # After the checks of the first boot: a mistake in infra.yml, which the path unit applies at
 # once (the agent records it as invalid) and which the next boot finds at boot.
 BROKEN_INFRA = "schema_version: 1\nproject_name: anklume\ndomains:\n  work:\n    machnes: {}\n"
@@ -266,8 +370,11 @@ say "path_result_b64=$(base64 -w0 /var/lib/anklume/last-result.json 2>/dev/null)
 """.replace("@BROKEN@", BROKEN_INFRA)
 
 
-def check_script(extra: str = "") -> str:
-    script = _SCRIPT.replace("@PORT@", TEST_PORT).replace("@EXTRA@", extra)
+def check_script(extra: str = "", core: bool = True) -> str:
+    """The injected script: the full boot checks (`core`), then `extra`, then the result line
+    and a power-off. Without `core`, only `extra` runs (boots that check one thing quickly)."""
+    body = (_CORE if core else "") + extra
+    script = _SCRIPT.replace("@PORT@", TEST_PORT).replace("@BODY@", body)
     return "#!/bin/sh\n# anklume VM test checks (injected)\n" + script
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -286,6 +287,12 @@ class VMSpec:
     accel: str | None = None  # None: detect_accel()
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # "virtio": virtio-blk on its own PCIe root port; "usb": a USB stick (usb-storage on xHCI),
+    # the way a flashed stick boots a real machine. Both can be hot-unplugged (BOOT_DISK_ID).
+    boot_bus: str = "virtio"
+    # A NIC on QEMU's user-mode network, isolated (restrict=on: the guest reaches nothing
+    # outside), with the guest's port 22 forwarded to this loopback port on the host.
+    ssh_forward_port: int | None = None
 
 
 class VM:
@@ -358,16 +365,19 @@ class VM:
             f"file,id=chan0,path={self.channel_log}",
             "-device",
             f"virtserialport,chardev=chan0,name={TEST_PORT}",
-            # The boot disk on its own PCIe root port, so it can be hot-unplugged (toram tests).
-            "-device",
-            f"pcie-root-port,id={BOOT_PORT_ID},chassis=1,slot=1",
             "-drive",
             f"if=none,id=boot0,format={s.disk_format},file={s.disk},cache=unsafe",
-            "-device",
-            f"virtio-blk-pci,drive=boot0,id={BOOT_DISK_ID},bus={BOOT_PORT_ID},bootindex=1",
+            *_boot_disk_args(s.boot_bus),
             "-device",
             "virtio-rng-pci",
         ]
+        if s.ssh_forward_port is not None:
+            args += [
+                "-netdev",
+                f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{s.ssh_forward_port}-:22",
+                "-device",
+                "virtio-net-pci,netdev=net0",
+            ]
         for value in s.smbios:
             args += ["-smbios", value]
         return [*args, *s.extra_args]
@@ -535,6 +545,30 @@ class VM:
             )
         except TimeoutError as e:
             raise VMError(f"device {device_id} not released: {e}", self) from None
+
+
+def _boot_disk_args(bus: str) -> list[str]:
+    if bus == "virtio":
+        # On its own PCIe root port, so it can be hot-unplugged (toram tests).
+        return [
+            "-device", f"pcie-root-port,id={BOOT_PORT_ID},chassis=1,slot=1",
+            "-device",
+            f"virtio-blk-pci,drive=boot0,id={BOOT_DISK_ID},bus={BOOT_PORT_ID},bootindex=1",
+        ]  # fmt: skip
+    if bus == "usb":
+        return [
+            "-device", "qemu-xhci,id=xhci",
+            "-device",
+            f"usb-storage,bus=xhci.0,drive=boot0,id={BOOT_DISK_ID},removable=on,bootindex=1",
+        ]  # fmt: skip
+    raise ValueError(f"unknown boot bus {bus!r}")
+
+
+def free_tcp_port() -> int:
+    """A loopback port nothing listens on now (for QEMU's host forward)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def hotplug_disk_args(device_id: str, image: Path, chassis: int, fmt: str = "qcow2",

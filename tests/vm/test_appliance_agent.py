@@ -1,4 +1,4 @@
-"""The agent on the booted appliance (no network attached to the VM).
+"""The agent on the booted appliance (the VM's only NIC is QEMU's isolated user network).
 
 First boot (`main_boot`, shared with test_boot.py): the embedded default infra is deployed from
 the container image shipped inside the OS, isolation holds by real traffic between the

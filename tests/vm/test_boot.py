@@ -42,7 +42,7 @@ def test_boots_to_multi_user_without_failed_units(main_boot: Boot) -> None:
 
 def test_logins_and_machine_id_on_the_read_only_os(main_boot: Boot) -> None:
     """Login prompts on the serial console and tty1; a valid machine-id although the image
-    ships none (systemd makes one per boot on the tmpfs /etc)."""
+    ships none (made at the first boot and kept on the persistent partition)."""
     r = main_boot.report
     assert r["getty_serial"] == "active", r["getty_serial"]
     assert r["getty_tty1"] == "active", r["getty_tty1"]
@@ -82,11 +82,18 @@ def test_usr_is_verity_with_the_hash_pinned_by_the_signed_uki(main_boot: Boot, a
 
 def test_persistent_partition_is_the_writable_state(main_boot: Boot) -> None:
     """/var/lib/anklume is the partition systemd-repart made at first boot (label
-    anklume-persist), mounted read-write on first use; / itself is a tmpfs."""
+    anklume-persist) on the disk the system booted from, mounted read-write by the initrd; /
+    itself is a tmpfs. Another disk with a partition of the same label (a second anklume stick)
+    is attached and must be left alone."""
     r = main_boot.report
     assert r["root_fstype"] == "tmpfs", r["root_fstype"]
     assert r["persist_label"] == "anklume-persist", (r["persist_source"], r["persist_label"])
     assert re.search(r"(^|,)rw(,|$)", r["persist_options"]), r["persist_options"]
+    assert r["esp_disk"] and r["persist_disk"] == r["esp_disk"], (r["persist_disk"], r["esp_disk"])
+    assert r["impostor_seen"] == "no", "the impostor disk's partition was mounted"
+    assert r["impostor_mounts"] == "1", "more than one anklume-persist partition is mounted"
+    state = base64.b64decode(r["persist_state_b64"]).decode()
+    assert "state=mounted" in state, state
 
 
 def test_disk_pins_slot_a_to_the_usr_hash(artifacts) -> None:
@@ -150,16 +157,20 @@ def test_firstboot_detect_offers_the_blank_disk_not_the_boot_disk(main_boot: Boo
     assert len(data) == 1, f"the {DATA_DISK_BYTES} byte data disk is not listed once: {found}"
     assert data[0]["candidate"] and data[0]["empty"], data[0]
     assert data[0]["serial"] == DATA_DISK_SERIAL, data[0]
-    boot = [d for d in found if d["image"]]
-    assert len(boot) == 1, f"expected exactly the boot disk to carry anklume partitions: {found}"
-    assert not boot[0]["candidate"] and "/usr" in boot[0]["mounts"], boot[0]
+    # The boot disk is the one /usr runs from; the impostor stick also carries an anklume
+    # partition, but is not the running system.
+    boot = [d for d in found if "/usr" in d["mounts"]]
+    assert len(boot) == 1, f"expected exactly one disk to hold /usr: {found}"
+    assert boot[0]["image"] and not boot[0]["candidate"], boot[0]
 
 
-def test_sshd_answers_with_host_keys_made_on_this_boot(main_boot: Boot) -> None:
-    """Host keys are not in the image (every machine would share them): they are generated at
-    boot, and the socket-activated sshd answers a key scan on loopback with them."""
+def test_sshd_answers_with_host_keys_of_this_machine(main_boot: Boot) -> None:
+    """Host keys are not in the image (every machine would share them): they are made at the
+    first boot on the persistent partition, /etc/ssh links to them, and the socket-activated
+    sshd answers a key scan on loopback with them."""
     r = main_boot.report
     assert int(r["ssh_host_keys"]) >= 1, "no host key in /etc/ssh"
+    assert r["ssh_key_link"].startswith("/var/lib/anklume/identity/ssh/"), r["ssh_key_link"]
     assert "ssh-ed25519" in r["ssh_keyscan"].split(","), r["ssh_keyscan"]
 
 
