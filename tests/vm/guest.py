@@ -301,9 +301,18 @@ for e in json.load(sys.stdin):
     if "Run from RAM" in (e.get("title") or "") or "@toram" in e.get("id", ""):
         print(e["id"], e.get("title") or "", sep="\t"); break
 ')
-say "toram_entry_id=$(printf '%s' "$entry" | cut -f1)"
+id=$(printf '%s' "$entry" | cut -f1)
+# Running from RAM, the ESP is released (no entries to list): the entry booted now is the one.
+sel=$(efistr LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)
+case $sel in *@toram) [ -n "$id" ] || id=$sel ;; esac
+say "toram_entry_id=$id"
 say "toram_entry_title=$(printf '%s' "$entry" | cut -f2)"
-bootctl set-oneshot "$(printf '%s' "$entry" | cut -f1)" 2>&1 | head -n 2 | sed 's/^/bootctl: /'
+bootctl set-oneshot "$id" >/dev/null 2>&1 || python3 -c '
+import sys
+# efivarfs: 4 attribute bytes (non-volatile, boot and runtime access), then the UTF-16 value.
+with open(sys.argv[1], "wb", buffering=0) as f:
+    f.write(b"\x07\x00\x00\x00" + (sys.argv[2] + "\0").encode("utf-16-le"))
+' /sys/firmware/efi/efivars/LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f "$id"
 say "oneshot=$(efistr LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)"
 """
 
