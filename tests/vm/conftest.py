@@ -172,6 +172,7 @@ def boot_and_check(
     memory_mib: int = AGENT_BOOT_MEMORY_MIB,
     ssh: bool = False,
     unplug_boot_disk: bool = False,
+    dropins: dict[str, str] | None = None,
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -181,6 +182,7 @@ def boot_and_check(
     isolated user network and a key scan through the loopback forward. `unplug_boot_disk`:
     when the script says `unplug=ready`, the boot disk itself is pulled out; the guest may not
     be able to power off after that (without toram), so QEMU is then stopped by the harness.
+    `dropins`: unit drop-ins for failure injection (guest.dropin_credentials).
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
     data = image.with_name(f"{image.stem}-data.qcow2")
@@ -196,7 +198,7 @@ def boot_and_check(
         log_dir=log_dir_for(name),
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
-        smbios=guest.smbios_credentials(script),
+        smbios=guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {}),
         # The agent deploys the default infra (four containers, Incus's state in RAM).
         memory_mib=memory_mib,
         boot_bus=boot_bus,

@@ -102,6 +102,14 @@ say "getty_serial=$(systemctl is-active serial-getty@ttyS0.service)"
 say "getty_tty1=$(systemctl is-active getty@tty1.service)"
 say "machine_id=$(cat /etc/machine-id)"
 say "multi_user=$(systemctl is-active multi-user.target)"
+# A boot never hangs: the hardware watchdog armed by PID 1, the boot entries (Troubleshoot).
+say "watchdog_usec=$(systemctl show -P RuntimeWatchdogUSec)"
+say "watchdog_identity=$(cat /sys/class/watchdog/watchdog0/identity 2>/dev/null)"
+say "watchdog_state=$(cat /sys/class/watchdog/watchdog0/state 2>/dev/null)"
+say "boot_entries=$(bootctl list --json=short 2>/dev/null | python3 -c '
+import json, sys
+print(";".join(e.get("title") or e["id"] for e in json.load(sys.stdin)))')"
+say "stop_reboot_wanted_by=$(systemctl show -P WantedBy anklume-stop-reboot.service)"
 
 say "cmdline=$(cat /proc/cmdline)"
 say "usr_source=$(findmnt -no SOURCE /usr)"
@@ -208,6 +216,36 @@ say "zfs_kernel_log=$(dmesg 2>/dev/null | grep -iE 'zfs|module verif|key was rej
 say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
 
 """
+
+
+# A boot on trial (its UKI renamed ..+1.efi by the test) whose health gate fails: the facts of
+# each boot, then wait for the restart a trial boot must do; a boot not on trial ends normally.
+TRIAL_FACTS = r"""
+i=0
+while ! systemctl is-failed -q anklume-health.service && [ $i -lt 600 ]; do
+    sleep 1; i=$((i + 1))
+done
+sleep 2
+count=$(efistr LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)
+say "trial.count_path=$count"
+say "trial.health=$(systemctl is-active anklume-health.service)"
+say "trial.boot_complete=$(systemctl is-active boot-complete.target)"
+say "trial.failed_handler=$(systemctl show -P Result anklume-health-failed.service)"
+say "trial.handler_log_b64=$(journalctl -b -u anklume-health-failed.service -o cat --no-pager \
+    2>&1 | tail -n 6 | base64 -w0)"
+case $count in *+*) say "trial.waiting=restart"; sleep 900 ;; esac
+"""
+
+# Failure injection for the trial boot: the gate fails at once and the agent does nothing (its
+# deploy would cost minutes per boot and is not what this test is about).
+HEALTH_FAILS = "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo injected failure; exit 1'\n"
+AGENT_IDLE = "[Service]\nExecStart=\nExecStart=/bin/true\n"
+
+
+def dropin_credentials(dropins: dict[str, str]) -> list[str]:
+    """`-smbios` values adding a drop-in to each named unit (systemd-debug-generator)."""
+    return [_cred(f"systemd.unit-dropin.{unit}~anklume-test", text)
+            for unit, text in dropins.items()]
 
 
 def _cred(name: str, data: str) -> str:
@@ -352,6 +390,7 @@ say "workload.service=$a:$(systemctl is-active systemd-hostnamed.service 2>&1)"
 
 # Run from RAM: where /usr and the persistent state come from, and the all-clear.
 TORAM_FACTS = r"""
+say "cmdline=$(cat /proc/cmdline)"
 say "toram_status_b64=$(base64 -w0 /run/anklume/toram/status 2>/dev/null)"
 dev=$(readlink -f "$(findmnt -no SOURCE /usr)")
 say "usr_slaves=$(ls "/sys/block/${dev#/dev/}/slaves" 2>/dev/null | paste -sd, -)"

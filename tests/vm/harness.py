@@ -130,6 +130,9 @@ def _machine_args(accel: str, vars_fd: Path) -> list[str]:
         cpu,
         "-global",
         "driver=cfi.pflash01,property=secure,value=on",
+        # The ICH9 TCO watchdog may reset the machine, as on a real board (the image arms it).
+        "-global",
+        "ICH9-LPC.noreboot=off",
         "-drive",
         f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
         "-drive",

@@ -1,0 +1,80 @@
+"""A boot never hangs, and a failed health gate is handled by what the boot is: on trial (a new
+version, counted by systemd-boot) it restarts so the counter runs down; not on trial (nothing
+to fall back to) it stays up, unblessed, and says so. docs/boot-policy.md.
+
+The stopped boot (emergency in the initrd) is the corrupted-/usr test in test_boot.py; the
+watchdog, panic= and the Troubleshoot entry are facts of the shared boot (below).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import disk
+import guest
+import pytest
+from conftest import Boot, boot_and_check
+
+pytestmark = pytest.mark.vm
+
+
+def test_the_kernel_restarts_after_a_panic_and_the_watchdog_is_armed(main_boot: Boot) -> None:
+    r = main_boot.report
+    assert " panic=10 " in f" {r['cmdline']} ", r["cmdline"]
+    # PID 1 arms the board's watchdog (QEMU q35: the ICH9 TCO timer, as on Intel boards).
+    assert r["watchdog_usec"] == "1min", r["watchdog_usec"]
+    assert r["watchdog_identity"], "no watchdog device in the guest"
+    assert r["watchdog_state"] == "active", r["watchdog_state"]
+
+
+def test_a_stopped_boot_restarts_unless_the_troubleshoot_entry_was_chosen(main_boot: Boot) -> None:
+    r = main_boot.report
+    wanted_by = set(r["stop_reboot_wanted_by"].split())
+    assert {"emergency.target", "rescue.target"} <= wanted_by, wanted_by
+    titles = r["boot_entries"].split(";")
+    assert any("Troubleshoot" in t for t in titles), titles
+
+
+def _b64(boot: Boot, key: str) -> str:
+    return base64.b64decode(boot.report.get(key, "")).decode(errors="replace")
+
+
+def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
+    artifacts, scratch: Path
+) -> None:
+    # A new version as an update installs it: its UKI named for boot counting, one try left.
+    image = disk.raw_copy(artifacts.raw, scratch / "trial.raw")
+    esp = disk.Esp(image)
+    name = artifacts.uki.name
+    trial = name.replace(".efi", "+1.efi")
+    esp.write(f"/EFI/Linux/{trial}", artifacts.uki.read_bytes())
+    esp.delete(f"/EFI/Linux/{name}")
+
+    boot = boot_and_check(
+        "trial-boot",
+        image,
+        script=guest.check_script(guest.TRIAL_FACTS, core=False),
+        dropins={"anklume-health.service": guest.HEALTH_FAILS,
+                 "anklume-agent.service": guest.AGENT_IDLE},
+    )
+    r = boot.report
+    # Boot 1 (after the key enrolment reset): on trial, counted down to +0-1, restarted.
+    paths = r.multi.get("trial.count_path", [])
+    assert len(paths) == 2, f"expected two boots' reports, got {paths}"
+    assert paths[0].endswith(name.replace(".efi", "+0-1.efi")), paths
+    assert r.multi["trial.health"][0] == "failed"
+    assert r.multi["trial.waiting"] == ["restart"]
+    assert boot.resets >= 2, f"resets {boot.resets}: key enrolment and the trial's restart"
+    assert "on its last trial" in boot.serial, boot.serial[-3000:]
+    # Boot 2: no tries left, so not counted: the gate fails again and the system stays up,
+    # unblessed, and says why; the check then powers it off (no restart loop).
+    assert paths[1] == "missing", paths
+    assert r.multi["trial.health"][1] == "failed"
+    assert r.multi["trial.boot_complete"][1] != "active"
+    assert "not on trial" in _b64(boot, "trial.handler_log_b64")
+    assert "power-off" in boot.stages
+    # The ESP shows the exhausted counter: systemd-boot sorts that entry last once another
+    # version exists (the update tests prove the fallback itself).
+    assert trial not in esp.ls("/EFI/Linux")
+    assert name.replace(".efi", "+0-1.efi") in esp.ls("/EFI/Linux")
