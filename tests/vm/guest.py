@@ -218,7 +218,7 @@ say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
 """
 
 
-# A boot on trial (its UKI renamed ..+1.efi by the test) whose health gate fails: the facts of
+# A boot on trial (its UKI renamed ..+2.efi by the test) whose health gate fails: the facts of
 # each boot, then wait for the restart a trial boot must do; a boot not on trial ends normally.
 TRIAL_FACTS = r"""
 i=0
@@ -226,6 +226,7 @@ while ! systemctl is-failed -q anklume-health.service && [ $i -lt 600 ]; do
     sleep 1; i=$((i + 1))
 done
 sleep 2
+say "trial.cmdline=$(cat /proc/cmdline)"
 count=$(efistr LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)
 say "trial.count_path=$count"
 say "trial.health=$(systemctl is-active anklume-health.service)"

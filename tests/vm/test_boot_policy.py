@@ -43,12 +43,12 @@ def _b64(boot: Boot, key: str) -> str:
 def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
     artifacts, scratch: Path
 ) -> None:
-    # A new version as an update installs it: its UKI named for boot counting, one try left.
+    # A new version as an update installs it: its UKI named for boot counting, 2 tries left.
     image = disk.raw_copy(artifacts.raw, scratch / "trial.raw")
     esp = disk.Esp(image)
     name = artifacts.uki.name
-    trial = name.replace(".efi", "+1.efi")
-    esp.write(f"/EFI/Linux/{trial}", artifacts.uki.read_bytes())
+    stem = name.removesuffix(".efi")
+    esp.write(f"/EFI/Linux/{stem}+2.efi", artifacts.uki.read_bytes())
     esp.delete(f"/EFI/Linux/{name}")
 
     boot = boot_and_check(
@@ -59,22 +59,23 @@ def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
                  "anklume-agent.service": guest.AGENT_IDLE},
     )
     r = boot.report
-    # Boot 1 (after the key enrolment reset): on trial, counted down to +0-1, restarted.
     paths = r.multi.get("trial.count_path", [])
     assert len(paths) == 2, f"expected two boots' reports, got {paths}"
-    assert paths[0].endswith(name.replace(".efi", "+0-1.efi")), paths
+    # The default entry is the main profile even with a counted file name (loader.conf).
+    for cmdline in r.multi["trial.cmdline"]:
+        assert "anklume.toram=1" not in cmdline and "anklume.keep_shell=1" not in cmdline, cmdline
+    # Boot 1: on trial (one more try after it), the gate fails, the boot restarts.
+    assert paths[0].endswith(f"{stem}+1-1.efi"), paths
     assert r.multi["trial.health"][0] == "failed"
     assert r.multi["trial.waiting"] == ["restart"]
+    assert "it is on trial" in boot.serial, boot.serial[-3000:]
     assert boot.resets >= 2, f"resets {boot.resets}: key enrolment and the trial's restart"
-    assert "on its last trial" in boot.serial, boot.serial[-3000:]
-    # Boot 2: no tries left, so not counted: the gate fails again and the system stays up,
-    # unblessed, and says why; the check then powers it off (no restart loop).
-    assert paths[1] == "missing", paths
+    # Boot 2: the last try, and no other version on the ESP to fall back to: the gate fails
+    # again and the system stays up, unblessed, and says why; the check then powers it off
+    # (a restart would only loop on the same version).
+    assert paths[1].endswith(f"{stem}+0-2.efi"), paths
     assert r.multi["trial.health"][1] == "failed"
     assert r.multi["trial.boot_complete"][1] != "active"
-    assert "not on trial" in _b64(boot, "trial.handler_log_b64")
+    assert "no other version" in _b64(boot, "trial.handler_log_b64")
     assert "power-off" in boot.stages
-    # The ESP shows the exhausted counter: systemd-boot sorts that entry last once another
-    # version exists (the update tests prove the fallback itself).
-    assert trial not in esp.ls("/EFI/Linux")
-    assert name.replace(".efi", "+0-1.efi") in esp.ls("/EFI/Linux")
+    assert f"{stem}+0-2.efi" in esp.ls("/EFI/Linux")
