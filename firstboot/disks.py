@@ -23,8 +23,12 @@ IMAGE_LABEL_PREFIXES = ("anklume_", "anklume-", "_empty")
 # Signatures of a pool we could import rather than create.
 POOL_SIGNATURES = {"zfs_member": "zfs", "crypto_LUKS": "luks"}
 
+# LABEL/UUID: for a zfs_member libblkid reports the pool name and the pool GUID (decimal), for
+# crypto_LUKS the LUKS UUID: the stable ids an import needs. WWN: one of the disk references
+# the answers file accepts.
 LSBLK_COLUMNS = (
-    "NAME,PATH,TYPE,SIZE,RM,RO,ROTA,MODEL,SERIAL,TRAN,FSTYPE,PTTYPE,PARTLABEL,MOUNTPOINTS"
+    "NAME,PATH,TYPE,SIZE,RM,RO,ROTA,MODEL,SERIAL,WWN,TRAN,FSTYPE,PTTYPE,PARTLABEL,LABEL,UUID,"
+    "MOUNTPOINTS"
 )
 
 
@@ -41,6 +45,9 @@ class Disk:
     mounts: tuple[str, ...]  # mount points on the disk or anything on top of it
     image: bool  # carries anklume's own partitions (the boot medium, or another stick)
     unusable: str | None  # why it cannot hold the pool; None if it can
+    wwn: str | None = None
+    pool_id: str | None = None  # zpool GUID (decimal) or LUKS UUID of an existing pool
+    pool_label: str | None = None  # zpool name of an existing ZFS pool
 
     @property
     def candidate(self) -> bool:
@@ -90,6 +97,7 @@ def from_lsblk(doc: Mapping) -> list[Disk]:
             s for n in nodes for s in (_text(n.get("pttype")), _text(n.get("fstype"))) if s))
         image = any(lbl.startswith(IMAGE_LABEL_PREFIXES) for lbl in labels)
         size = int(top.get("size") or 0)
+        pool = next((n for n in nodes if n.get("fstype") in POOL_SIGNATURES), None)
         disk = Disk(
             path=str(top.get("path") or f"/dev/{name}"),
             size=size,
@@ -102,6 +110,9 @@ def from_lsblk(doc: Mapping) -> list[Disk]:
             mounts=mounts,
             image=image,
             unusable=_unusable(name, size, _flag(top.get("ro")), mounts, image),
+            wwn=_text(top.get("wwn")),
+            pool_id=_text(pool.get("uuid")) if pool else None,
+            pool_label=_text(pool.get("label")) if pool else None,
         )
         disks.append(disk)
     return sorted(disks, key=lambda d: d.path)

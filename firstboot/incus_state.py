@@ -1,0 +1,62 @@
+"""Incus's state dir and storage pool onto the encrypted pool (argv and preseed builders).
+
+Order matters: Incus is stopped while /var/lib/incus changes underneath it, the old contents
+are copied (a first boot may already hold Incus's fresh database), the pool's copy is
+mounted over it, Incus starts again, and only then is the `default` storage pool declared
+(the agent would otherwise make a `dir` pool on the unencrypted boot medium).
+"""
+
+from __future__ import annotations
+
+import yaml
+from anklume.firstboot import pool_luks, pool_zfs
+from anklume.firstboot.steps import Command
+
+STATE_DIR = "/var/lib/incus"
+STAGING = "/run/anklume/incus-new"
+STORAGE_POOL = "default"  # the name the agent's profiles use (agent/desired.py)
+UNITS = ("incus.service", "incus.socket", "incus-startup.service")
+
+
+def preseed(backend: str, pool: str) -> str:
+    if backend == "zfs":
+        pool_def = {"name": STORAGE_POOL, "driver": "zfs",
+                    "config": {"source": f"{pool}/{pool_zfs.DATASET_STORAGE}"}}
+    else:
+        pool_def = {"name": STORAGE_POOL, "driver": "btrfs",
+                    "config": {"source": f"{pool_luks.TOP}/{pool_luks.SUBVOL_STORAGE}"}}
+    return yaml.safe_dump({"storage_pools": [pool_def]}, sort_keys=False)
+
+
+def stop() -> tuple[Command, ...]:
+    return (Command(("systemctl", "stop", *UNITS), check=False),)
+
+
+def start() -> tuple[Command, ...]:
+    return (Command(("systemctl", "start", "incus.service")),
+            Command(("incus", "admin", "waitready", "--timeout=120")))
+
+
+def _mount(backend: str, pool: str, target: str) -> Command:
+    return (pool_zfs.mount_incus(pool, target) if backend == "zfs"
+            else pool_luks.mount_incus(target))
+
+
+def move(backend: str, pool: str) -> tuple[Command, ...]:
+    """A new pool: copy the current state onto it, then mount it in place."""
+    return (
+        *stop(),
+        Command(("mkdir", "-p", STAGING, STATE_DIR)),
+        _mount(backend, pool, STAGING),
+        Command(("cp", "-a", "--", f"{STATE_DIR}/.", STAGING)),
+        Command(("umount", STAGING)),
+        _mount(backend, pool, STATE_DIR),
+        *start(),
+        Command(("incus", "admin", "init", "--preseed"), stdin="preseed"),
+    )
+
+
+def adopt(backend: str, pool: str) -> tuple[Command, ...]:
+    """An imported pool: its state is the one to keep; nothing is copied, nothing declared."""
+    return (*stop(), Command(("mkdir", "-p", STATE_DIR)), _mount(backend, pool, STATE_DIR),
+            *start())
