@@ -1,0 +1,226 @@
+"""Every later boot: find the pool by its stable id, unlock it, mount Incus's state.
+
+Never a failed boot, never a hang on a mistake: a wrong passphrase asks again; after
+MAX_TRIES the user chooses retry or continue; a missing disk or refusal ends in a *degraded*
+state written to /run/anklume/pool-status, and the command still exits 0, so a mistyped
+passphrase never triggers the boot counter's rollback. `decide` is the pure part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from anklume.agent import atomic
+from anklume.firstboot import choices as choices_mod
+from anklume.firstboot import incus_state, pool_luks, pool_zfs
+from anklume.firstboot.plan import ZFS_KEY_CRED
+from anklume.firstboot.steps import Command
+
+from anklume import log
+from anklume.errors import CommandError
+from anklume.run import run
+
+_log = log.get("firstboot")
+MAX_TRIES = 3
+STATUS = Path("/run/anklume/pool-status")
+PROMPT = "Passphrase for the anklume data pool:"
+ASK_ID = "anklume-pool"
+
+# Results of one attempt, and the user's answers to the offer.
+OK, WRONG, MISSING, ERROR, RETRY, CONTINUE = (
+    "ok", "wrong", "missing", "error", "retry", "continue")
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str  # "ask" | "offer" | "unlocked" | "degraded"
+    message: str = ""
+
+
+def decide(history: Sequence[str], detail: str = "") -> Decision:
+    """The next thing to do after these attempt results (oldest first)."""
+    if not history:
+        return Decision("ask")
+    last = history[-1]
+    if last == OK:
+        return Decision("unlocked", "the data pool is unlocked")
+    if last == MISSING:
+        return Decision("degraded", f"data disk not found{': ' + detail if detail else ''}")
+    if last == ERROR:
+        return Decision("degraded", f"the pool could not be opened: {detail}")
+    if last == CONTINUE:
+        return Decision("degraded", f"no correct passphrase after {history.count(WRONG)} tries; "
+                                    "continued without the pool")
+    since = history[len(history) - history[::-1].index(RETRY):] if RETRY in history else history
+    wrong = since.count(WRONG)
+    if wrong >= MAX_TRIES:
+        return Decision("offer", f"{wrong} wrong passphrases. Type 'retry' to try again; "
+                                 "anything else continues without the data pool (degraded)")
+    if last == WRONG:
+        return Decision("ask", f"wrong passphrase (try {wrong + 1} of {MAX_TRIES})")
+    return Decision("ask")
+
+
+class Pool(Protocol):
+    def locate(self) -> tuple[str, str]: ...  # (OK | MISSING | ERROR, detail)
+    def already_unlocked(self) -> bool: ...
+    def try_tpm2(self) -> bool: ...
+    def try_passphrase(self, secret: str) -> tuple[str, str]: ...
+    def mount(self) -> None: ...
+
+
+Ask = Callable[[str], str | None]  # prompt -> typed text (None: no answer)
+
+
+def write_status(state: str, reason: str, c: choices_mod.Choices, path: Path = STATUS) -> None:
+    pool_id = c.zpool_guid or c.luks_uuid
+    atomic.write_text(path, f"state={state}\nreason={reason}\nbackend={c.backend}\n"
+                            f"pool={c.pool_name}\npool_id={pool_id}\ndisk={c.disk_by_id}\n")
+
+
+def unlock(pool: Pool, ask: Ask, say: Callable[[str], None]) -> Decision:
+    """Drive `decide` with real attempts; returns the final decision (unlocked or degraded)."""
+    history: list[str] = []
+    result, detail = pool.locate()
+    if result != OK:
+        history.append(result)
+    elif pool.already_unlocked() or pool.try_tpm2():
+        history.append(OK)
+    while True:
+        d = decide(history, detail)
+        if d.kind in ("unlocked", "degraded"):
+            if history[-1] == OK:
+                try:
+                    pool.mount()
+                except CommandError as e:
+                    return Decision("degraded", f"unlocked, but mounting failed: {e}")
+            return d
+        if d.message:
+            say(d.message)
+        if d.kind == "offer":
+            answer = (ask("Type 'retry' to try again, or press Enter to continue without "
+                          "the pool:") or "").strip().lower()
+            history.append(RETRY if answer == "retry" else CONTINUE)
+            continue
+        secret = ask(PROMPT)
+        if secret is None:  # no console answered: do not spin
+            history.append(CONTINUE)
+            continue
+        result, detail = pool.try_passphrase(secret)
+        history.append(result)
+
+
+def ask_password(prompt: str) -> str | None:
+    proc = run(["systemd-ask-password", "--timeout=0", f"--id={ASK_ID}", prompt], check=False)
+    return proc.stdout.removesuffix("\n") if proc.returncode == 0 else None
+
+
+def luks_result(returncode: int, stderr: str) -> tuple[str, str]:
+    """cryptsetup open / --test-passphrase: 2 is "No key available with this passphrase"."""
+    if returncode == 0:
+        return OK, ""
+    if returncode == 2:
+        return WRONG, ""
+    return ERROR, stderr.strip()
+
+
+def zfs_result(returncode: int, stderr: str) -> tuple[str, str]:
+    if returncode == 0:
+        return OK, ""
+    if "incorrect key" in stderr.lower():  # "Key load error: Incorrect key provided for 'p'."
+        return WRONG, ""
+    return ERROR, stderr.strip()
+
+
+class ZfsPool:
+    def __init__(self, c: choices_mod.Choices) -> None:
+        self.c = c
+
+    def _imported(self) -> bool:
+        proc = run(["zpool", "list", "-H", "-o", "guid"], check=False)
+        return self.c.zpool_guid in proc.stdout.split()
+
+    def locate(self) -> tuple[str, str]:
+        if self._imported():
+            return OK, ""
+        proc = run(list(pool_zfs.import_by_guid(self.c.zpool_guid or "").argv), check=False)
+        if proc.returncode == 0:
+            return OK, ""
+        if "no such pool" in proc.stderr:
+            return MISSING, f"{self.c.disk_by_id} (pool GUID {self.c.zpool_guid})"
+        return ERROR, proc.stderr.strip()
+
+    def already_unlocked(self) -> bool:
+        proc = run(list(pool_zfs.key_status(self.c.pool_name).argv), check=False)
+        return proc.stdout.strip() == "available"
+
+    def try_tpm2(self) -> bool:
+        if not self.c.tpm2 or not Path(ZFS_KEY_CRED).exists():
+            return False
+        proc = run(["systemd-creds", "decrypt", "--name=anklume-pool", ZFS_KEY_CRED, "-"],
+                   check=False)
+        return proc.returncode == 0 and self.try_passphrase(proc.stdout)[0] == OK
+
+    def try_passphrase(self, secret: str) -> tuple[str, str]:
+        proc = run(list(pool_zfs.load_key(self.c.pool_name).argv), input=secret, check=False)
+        return zfs_result(proc.returncode, proc.stderr)
+
+    def mount(self) -> None:
+        run(["mkdir", "-p", incus_state.STATE_DIR])
+        run(list(pool_zfs.mount_incus(self.c.pool_name, incus_state.STATE_DIR).argv))
+
+
+class LuksPool:
+    def __init__(self, c: choices_mod.Choices) -> None:
+        self.c = c
+        self.dev = pool_luks.by_uuid(c.luks_uuid or "")
+
+    def locate(self) -> tuple[str, str]:
+        if Path(self.dev).exists():
+            return OK, ""
+        return MISSING, f"{self.c.disk_by_id} (LUKS UUID {self.c.luks_uuid})"
+
+    def already_unlocked(self) -> bool:
+        return Path(pool_luks.MAPPED).exists()
+
+    def try_tpm2(self) -> bool:
+        if not self.c.tpm2:
+            return False
+        proc = run(["/usr/lib/systemd/systemd-cryptsetup", "attach", pool_luks.MAPPER,
+                    self.dev, "-", "tpm2-device=auto,headless=true"], check=False)
+        return proc.returncode == 0
+
+    def try_passphrase(self, secret: str) -> tuple[str, str]:
+        proc = run(list(pool_luks.open_(self.dev).argv), input=secret, check=False)
+        return luks_result(proc.returncode, proc.stderr)
+
+    def mount(self) -> None:
+        for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", incus_state.STATE_DIR)),
+                    pool_luks.mount_incus(incus_state.STATE_DIR)):
+            run(list(cmd.argv))
+
+
+def pool_for(c: choices_mod.Choices) -> Pool:
+    return ZfsPool(c) if c.backend == "zfs" else LuksPool(c)
+
+
+def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
+         pool: Pool | None = None, ask: Ask = ask_password,
+         say: Callable[[str], None] = print) -> int:
+    """`anklume firstboot unlock`: always 0 once the state is written (degraded is reported,
+    not a failed boot); 3 only when the wizard never ran (nothing to unlock)."""
+    c = choices_mod.load(choices_path)
+    if c is None or not c.done:
+        say("the first-boot wizard has not finished: no data pool to unlock")
+        return 3
+    d = unlock(pool or pool_for(c), ask, say)
+    state = "unlocked" if d.kind == "unlocked" else "degraded"
+    write_status(state, d.message, c, status)
+    log.event(_log, "Pool " + state, reason=d.message, backend=c.backend)
+    say("Data pool unlocked." if state == "unlocked" else
+         f"DEGRADED: {d.message}. Compartments on the data pool are unavailable; run "
+         "`anklume firstboot unlock` to try again.")
+    return 0
