@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 firstboot = typer.Typer(help="First-boot wizard: disks, GPUs, memory encryption, data pool.",
@@ -16,6 +18,56 @@ def detect(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
     hw = detect()
     typer.echo(hw.to_json() if as_json else describe(hw))
+
+
+@firstboot.command("run")
+def run_(
+    answers_file: Path | None = typer.Option(None, "--answers", help="Answers file (YAML); "
+                                             "no prompts. Erasing a disk still needs `erase`."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    yes: bool = typer.Option(False, "--yes", help="With --answers on a terminal: no "
+                             "confirmation prompt."),
+) -> None:
+    """Create or import the encrypted data pool, set the administrator's credentials, move
+    Incus onto the pool. Exit: 0 done, 1 a step failed, 2 invalid answers, 3 declined,
+    4 no answers and no terminal."""
+    from anklume.firstboot import cfgvolume, console, flow
+
+    tty = console.interactive()
+    try:
+        rc = flow.firstboot_run(console.Tty(), answers_file=answers_file, dry_run=dry_run,
+                                yes=yes, tty=tty, volume_mounts=cfgvolume.mount)
+    finally:
+        cfgvolume.unmount()
+    raise typer.Exit(rc)
+
+
+@firstboot.command()
+def unlock() -> None:
+    """Unlock the data pool (every boot): asks the passphrase through systemd-ask-password.
+    Exit 0 unlocked or degraded (see /run/anklume/pool-status), 3 no pool yet."""
+    from anklume.firstboot import unlock as unlock_mod
+
+    raise typer.Exit(unlock_mod.main())
+
+
+@firstboot.command()
+def status() -> None:
+    """The recorded choices and the pool's state at this boot."""
+    from anklume.firstboot import choices
+    from anklume.firstboot.unlock import STATUS
+
+    c = choices.load()
+    if c is None:
+        typer.echo("first boot: not done")
+        raise typer.Exit(3)
+    pool_id = c.zpool_guid or f"LUKS {c.luks_uuid}, btrfs {c.btrfs_uuid}"
+    typer.echo(f"first boot: {'done' if c.done else 'not done'} ({c.action}, {c.created_at})\n"
+               f"pool: {c.backend} {c.pool_name} ({pool_id}) on {c.disk_by_id}\n"
+               f"tpm2: {'enrolled' if c.tpm2 else 'no'}\n"
+               f"local models: {', '.join(c.gpu_models) or 'none'} ({c.gpu_reason})")
+    typer.echo(STATUS.read_text().rstrip() if STATUS.exists() else "pool state: unknown "
+               "(unlock has not run at this boot)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,83 @@
+"""`anklume firstboot run`: where the answers come from, the plan, the confirmation, apply.
+
+Exit codes (docs/firstboot.md): 0 done, already done, or dry-run printed; 1 a step failed
+(nothing after it ran, not marked done); 2 invalid answers or plan (nothing changed);
+3 declined at the plan screen; 4 no answers and no terminal to ask on.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anklume.firstboot import answers, apply, choices, diskref, incus_state
+from anklume.firstboot import plan as plan_mod
+from anklume.firstboot.console import Console
+from anklume.firstboot.wizard import HashPassword, hash_password, run_wizard
+
+from anklume.run import run as run_command
+
+DONE, FAILED, INVALID, DECLINED, NO_ANSWERS = 0, 1, 2, 3, 4
+
+
+def context() -> plan_mod.Context:
+    """What the machine offers now (reads lsblk, /dev/disk/by-id, sysfs)."""
+    from anklume.firstboot import detect
+    from anklume.firstboot.recommend import recommend
+
+    found = detect.block_devices()
+    boot = next((d.path for d in found if d.image and d.mounts), None)
+    gpus = detect.graphics()
+    rec = recommend(gpus)
+    tpm = Path("/sys/class/tpm/tpm0/tpm_version_major")
+    return plan_mod.Context(
+        tuple(found), diskref.read_by_id(), boot,
+        tpm.exists() and tpm.read_text().strip() == "2",
+        plan_mod.NewIds(str(uuid.uuid4()), str(uuid.uuid4())), rec.models, rec.reason,
+        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes: bool,
+                  tty: bool, ctx: Callable[[], plan_mod.Context] = context,
+                  volume_mounts: Callable[[], Sequence[Path]] = lambda: (),
+                  runner: Callable[..., object] = run_command, root: Path = Path("/"),
+                  hasher: HashPassword = hash_password) -> int:
+    done = choices.load(root / choices.PATH.relative_to("/"))
+    if done is not None and done.done and not dry_run:
+        con.say(f"The first boot is already done ({done.backend} pool {done.pool_name} on "
+                f"{done.disk_by_id}); nothing to do.")
+        return DONE
+    path = answers_file or answers.find(os.environ.get("CREDENTIALS_DIRECTORY"),
+                                        volume_mounts() if not tty else ())
+    c = ctx()
+    if path is not None:
+        p = plan_mod.make(answers.load(path), c)  # AnswersError/PlanError: exit 2, untouched
+        con.say(p.text())
+        if dry_run:
+            con.say("(dry run: nothing was changed)")
+            return DONE
+        if tty and not yes:
+            raw = con.ask("Go ahead? [y/N]").strip().lower()
+            if raw not in ("y", "yes"):
+                con.say("Declined; nothing was changed.")
+                return DECLINED
+    elif tty:
+        p = run_wizard(con, c, hasher)
+        if p is None:
+            return DECLINED
+        if dry_run:
+            con.say("(dry run: nothing was changed)")
+            return DONE
+    else:
+        con.say(f"No answers: no --answers file, no {answers.CREDENTIAL} credential, no "
+                f"{answers.VOLUME_LABEL} volume with {answers.VOLUME_FILE}, and no terminal "
+                "to ask on.")
+        return NO_ANSWERS
+    pool = p.answers.pool_name
+    apply.apply(p, apply.secrets_of(p, incus_state.preseed(p.answers.backend, pool)),
+                runner=runner, root=root, echo=con.say)
+    con.say("The data pool is ready; the first boot is done.")
+    return DONE
