@@ -64,3 +64,13 @@ def mount_incus(pool: str, target: str) -> Command:
 
 def list_importable() -> Command:
     return Command(("zpool", "import", "-d", "/dev/disk/by-id"), check=False)
+
+
+def dataset_exists(name: str) -> bool:
+    """pyzfs (libzfs_core) where the image has it, else the zfs CLI through the choke point."""
+    try:
+        from libzfs_core import lzc_exists  # type: ignore[import-not-found]
+    except ImportError:
+        from anklume.run import run
+        return run(["zfs", "list", "-H", "-o", "name", name], check=False).returncode == 0
+    return bool(lzc_exists(name.encode()))

@@ -20,7 +20,7 @@ from anklume.firstboot.plan import ZFS_KEY_CRED
 from anklume.firstboot.steps import Command
 
 from anklume import log
-from anklume.errors import CommandError
+from anklume.errors import AnklumeError, CommandError
 from anklume.run import run
 
 _log = log.get("firstboot")
@@ -77,6 +77,7 @@ Ask = Callable[[str], str | None]  # prompt -> typed text (None: no answer)
 
 def write_status(state: str, reason: str, c: choices_mod.Choices, path: Path = STATUS) -> None:
     pool_id = c.zpool_guid or c.luks_uuid
+    reason = " ".join(reason.split())  # one line: readers parse key=value lines
     atomic.write_text(path, f"state={state}\nreason={reason}\nbackend={c.backend}\n"
                             f"pool={c.pool_name}\npool_id={pool_id}\ndisk={c.disk_by_id}\n")
 
@@ -169,6 +170,9 @@ class ZfsPool:
         return zfs_result(proc.returncode, proc.stderr)
 
     def mount(self) -> None:
+        incus = f"{self.c.pool_name}/{pool_zfs.DATASET_INCUS}"
+        if not pool_zfs.dataset_exists(incus):
+            raise CommandError(["zfs", "list", incus], 1, f"dataset {incus} is missing")
         run(["mkdir", "-p", incus_state.STATE_DIR])
         run(list(pool_zfs.mount_incus(self.c.pool_name, incus_state.STATE_DIR).argv))
 
@@ -216,7 +220,10 @@ def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
     if c is None or not c.done:
         say("the first-boot wizard has not finished: no data pool to unlock")
         return 3
-    d = unlock(pool or pool_for(c), ask, say)
+    try:
+        d = unlock(pool or pool_for(c), ask, say)
+    except (OSError, AnklumeError) as e:  # a tool missing or refusing: report, never fail boot
+        d = Decision("degraded", f"unlock failed: {e}")
     state = "unlocked" if d.kind == "unlocked" else "degraded"
     write_status(state, d.message, c, status)
     log.event(_log, "Pool " + state, reason=d.message, backend=c.backend)

@@ -116,6 +116,15 @@ def test_no_console_answer_degrades_instead_of_spinning(tmp_path: Path) -> None:
     assert rc == 0 and "state=degraded" in status
 
 
+def test_a_missing_tool_is_degraded_not_a_failed_boot(tmp_path: Path) -> None:
+    class NoTools(FakePool):
+        def locate(self) -> tuple[str, str]:
+            raise FileNotFoundError(2, "No such file or directory", "zpool")
+
+    rc, status, _ = run_main(tmp_path, NoTools())
+    assert rc == 0 and "state=degraded\nreason=unlock failed:" in status and "zpool" in status
+
+
 def test_nothing_to_unlock_before_the_wizard(tmp_path: Path) -> None:
     said: list[str] = []
     assert unlock.main(tmp_path / "none.json", tmp_path / "s", FakePool(), script()[0],
