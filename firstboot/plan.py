@@ -201,7 +201,13 @@ def _admin(a: Answers) -> Step:
     details = []
     if a.admin.root_password_hash:
         actions.append(Command(admin.CHPASSWD, stdin="root_hash_line"))
-        details.append("root password set (console and SSH)")
+        actions.append(WriteFile(str(admin.ROOT_HASH), a.admin.root_password_hash + "\n",
+                                 mode=0o600, dir_mode=0o700))
+        details.append(f"root password set (console and SSH), its hash kept in "
+                       f"{admin.ROOT_HASH}")
+    else:
+        actions.append(Command(admin.LOCK_ROOT))
+        details.append("root password locked: no console login without a password")
     if a.admin.ssh_authorized_keys:
         actions.append(WriteFile(str(admin.AUTHORIZED_KEYS),
                                  admin.authorized_keys_text(a.admin.ssh_authorized_keys),

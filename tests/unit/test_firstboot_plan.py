@@ -320,6 +320,9 @@ def test_apply_runs_every_step_and_records_done(tmp_path: Path) -> None:
                 root=tmp_path, echo=out.append)
     fed = {tuple(argv[:2]): inp for argv, inp in fake.calls}
     assert fed[("zpool", "create")] == PASS and fed[("chpasswd", "-e")] == f"root:{HASH}\n"
+    assert ["passwd", "--lock", "root"] not in [argv for argv, _ in fake.calls]
+    kept = tmp_path / "var/lib/anklume/identity/root-password-hash"
+    assert kept.read_text() == HASH + "\n" and kept.stat().st_mode & 0o777 == 0o600
     keys = tmp_path / "var/lib/anklume/identity/ssh/authorized_keys"
     assert keys.read_text() == KEY + "\n" and keys.stat().st_mode & 0o777 == 0o600
     c = choices.load(tmp_path / "var/lib/anklume/firstboot.json")
@@ -359,6 +362,13 @@ def test_choices_round_trip_and_refusals(tmp_path: Path) -> None:
     path.write_text(choices.dumps(choices.Choices("zfs", "p", ZFS)))
     with pytest.raises(choices.ChoicesError, match="no stable pool id"):
         choices.load(path)
+
+
+def test_ssh_key_only_locks_roots_password() -> None:
+    p = plan.make(answers.parse(yml(), "a.yml"), ctx())
+    step = next(s for s in p.steps if s.key == "admin")
+    assert step.actions[0] == Command(("passwd", "--lock", "root"))
+    assert isinstance(step.actions[1], WriteFile) and step.actions[1].content == KEY + "\n"
 
 
 def test_steps_print_without_secrets() -> None:
