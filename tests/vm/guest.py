@@ -222,19 +222,17 @@ say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
 # each boot, then wait for the restart a trial boot must do; a boot not on trial ends normally.
 TRIAL_FACTS = r"""
 i=0
-while ! systemctl is-failed -q anklume-health.service && [ $i -lt 600 ]; do
-    sleep 1; i=$((i + 1))
-done
-sleep 2
+while [ ! -e /run/anklume/health-failed ] && [ $i -lt 600 ]; do sleep 1; i=$((i + 1)); done
+sleep 1
 say "trial.cmdline=$(cat /proc/cmdline)"
-count=$(efistr LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)
-say "trial.count_path=$count"
+say "trial.count_path=$(efistr LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f)"
 say "trial.health=$(systemctl is-active anklume-health.service)"
 say "trial.boot_complete=$(systemctl is-active boot-complete.target)"
-say "trial.failed_handler=$(systemctl show -P Result anklume-health-failed.service)"
+action=$(sed -n 's/^action=//p' /run/anklume/health-failed 2>/dev/null)
+say "trial.action=$action"
 say "trial.handler_log_b64=$(journalctl -b -u anklume-health-failed.service -o cat --no-pager \
     2>&1 | tail -n 6 | base64 -w0)"
-case $count in *+*) say "trial.waiting=restart"; sleep 900 ;; esac
+[ "$action" = restart ] && sleep 900
 """
 
 # Failure injection for the trial boot: the gate fails at once and the agent does nothing (its

@@ -8,7 +8,6 @@ watchdog, panic= and the Troubleshoot entry are facts of the shared boot (below)
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import disk
@@ -34,10 +33,6 @@ def test_a_stopped_boot_restarts_unless_the_troubleshoot_entry_was_chosen(main_b
     assert {"emergency.target", "rescue.target"} <= wanted_by, wanted_by
     titles = r["boot_entries"].split(";")
     assert any("Troubleshoot" in t for t in titles), titles
-
-
-def _b64(boot: Boot, key: str) -> str:
-    return base64.b64decode(boot.report.get(key, "")).decode(errors="replace")
 
 
 def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
@@ -69,7 +64,7 @@ def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
     # Boot 1: on trial (one more try after it), the gate fails, the boot restarts.
     assert paths[0].endswith(f"{stem}+1-1.efi"), paths
     assert r.multi["trial.health"][0] == "failed"
-    assert r.multi["trial.waiting"] == ["restart"]
+    assert r.multi["trial.action"] == ["restart", "stay"], r.multi["trial.action"]
     assert "it is on trial" in boot.serial, boot.serial[-3000:]
     assert boot.resets >= 2, f"resets {boot.resets}: key enrolment and the trial's restart"
     # Boot 2: the last try, and no other version on the ESP to fall back to: the gate fails
@@ -78,6 +73,6 @@ def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
     assert paths[1].endswith(f"{stem}+0-2.efi"), paths
     assert r.multi["trial.health"][1] == "failed"
     assert r.multi["trial.boot_complete"][1] != "active"
-    assert "no other version" in _b64(boot, "trial.handler_log_b64")
+    assert "no other version" in boot.serial, boot.serial[-3000:]
     assert "power-off" in boot.stages
     assert f"{stem}+0-2.efi" in esp.ls("/EFI/Linux")
