@@ -98,6 +98,25 @@ def ensure_pool(incus: Incus) -> bool:
     return True
 
 
+def data_pool_problem() -> str | None:
+    """Why nothing may be deployed at this boot: the first-boot wizard made an encrypted data
+    pool that holds Incus's state, and it is not unlocked now (a wrong passphrase, a missing
+    disk). Deploying would put the compartments into RAM instead; they stay as they are on the
+    pool until it is unlocked. None when there is no pool (live mode) or it is unlocked."""
+    if not paths.firstboot_record().is_file():
+        return None
+    status = paths.pool_status_file()
+    try:
+        text = status.read_text()
+    except FileNotFoundError:
+        return f"the data pool was not unlocked at this boot (no {status}); reboot to unlock it"
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if fields.get("state") == "unlocked":
+        return None
+    return (f"the data pool is {fields.get('state', 'in an unknown state')}: "
+            f"{fields.get('reason', '')}; reboot to unlock it")
+
+
 def firewall_script(live: str | None) -> str:
     """An `nft -f` file that replaces whatever `inet anklume` table is loaded with `live`
     (None: leaves no table). Declaring the table first makes the delete valid when none is
@@ -200,6 +219,15 @@ def _run(run: Run, incus: Incus, incus_timeout: float, retry_timeout: float,
         log.event(_log, "Incus unreachable", logging.ERROR, timeout_s=incus_timeout,
                   error=str(e))
         return EXIT_UNREACHABLE
+    problem = data_pool_problem()
+    if problem is not None:
+        # Not the OS's failure: the gate passes "degraded" (docs/health-gate.md).
+        run.outcome = "degraded"
+        run.errors = [problem]
+        log.event(_log, "Data pool not unlocked: nothing deployed", logging.WARNING,
+                  problem=problem)
+        _restore_saved_firewall()
+        return EXIT_PARTIAL
     ensure_pool(incus)
 
     config = paths.user_config()

@@ -7,7 +7,8 @@ It passes only when all three hold:
   (firewall "none"), or it was not applied (invalid, or refused by preflight: "not applied")
   and no earlier firewall was saved;
 - the last result exists, is from this boot (its boot_id is the kernel's) and its outcome is
-  success, invalid or partial.
+  success, invalid, partial or degraded (the data pool is not unlocked: a mistyped passphrase
+  or a missing data disk, never the OS's fault).
 
 A broken infra.yml ("invalid") or one failing instance ("partial") is the user's to fix and
 never fails the gate: a user's mistake must not roll the OS back to the other slot. "error"
@@ -25,7 +26,7 @@ from anklume.agent.last_result import LastResult
 from anklume.errors import AnklumeError
 
 INCUS_TIMEOUT = 10.0  # seconds; the boot unit already waited for Incus, this only confirms
-PASSING = ("success", "invalid", "partial")
+PASSING = ("success", "invalid", "partial", "degraded")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from anklume.agent import atomic, paths
 
 SCHEMA = 1
 TRIGGERS = ("boot", "path", "cli")
-OUTCOMES = ("success", "invalid", "partial", "error")
+OUTCOMES = ("success", "invalid", "partial", "degraded", "error")
 EMBEDDED = "embedded default"
 # Whether this run left the `inet anklume` table as the configuration wants it: "applied"
 # (loaded and saved), "none" (no enabled domain: no table wanted), "failed", "not applied".

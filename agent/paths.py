@@ -43,3 +43,13 @@ def last_result_file() -> Path:
 
 def lock_file() -> Path:
     return run_dir() / "apply.lock"
+
+
+def firstboot_record() -> Path:
+    """The first-boot wizard's choices (firstboot/choices.py): a data pool exists."""
+    return state_dir() / "firstboot.json"
+
+
+def pool_status_file() -> Path:
+    """This boot's state of the data pool, written by `anklume firstboot unlock|run`."""
+    return run_dir() / "pool-status"

@@ -79,5 +79,13 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
     pool = p.answers.pool_name
     apply.apply(p, apply.secrets_of(p, incus_state.preseed(p.answers.backend, pool)),
                 runner=runner, root=root, echo=con.say)
+    # This boot's pool state, as unlock writes it at later boots: the agent deploys only onto
+    # an unlocked pool.
+    made = choices.load(root / choices.PATH.relative_to("/"))
+    if made is not None:
+        from anklume.firstboot import unlock
+        unlock.write_status("unlocked", "created by the first-boot wizard" if
+                            p.answers.action == "create" else "imported by the first-boot wizard",
+                            made, root / unlock.STATUS.relative_to("/"))
     con.say("The data pool is ready; the first boot is done.")
     return DONE

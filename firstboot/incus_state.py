@@ -33,7 +33,9 @@ def stop() -> tuple[Command, ...]:
 
 
 def start() -> tuple[Command, ...]:
-    return (Command(("systemctl", "start", "incus.service")),
+    # All three again: incus-startup.service is what stops the instances cleanly at shutdown
+    # (and so lets Incus restart them at the next boot).
+    return (Command(("systemctl", "start", *UNITS)),
             Command(("incus", "admin", "waitready", "--timeout=120")))
 
 

@@ -8,6 +8,7 @@ passphrase never triggers the boot counter's rollback. `decide` is the pure part
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,8 @@ def unlock(pool: Pool, ask: Ask, say: Callable[[str], None]) -> Decision:
 
 
 def ask_password(prompt: str) -> str | None:
-    proc = run(["systemd-ask-password", "--timeout=0", f"--id={ASK_ID}", prompt], check=False)
+    proc = run(["systemd-ask-password", "--timeout=0", "--echo=no", f"--id={ASK_ID}",
+                prompt], check=False)
     return proc.stdout.removesuffix("\n") if proc.returncode == 0 else None
 
 
@@ -211,6 +213,21 @@ def pool_for(c: choices_mod.Choices) -> Pool:
     return ZfsPool(c) if c.backend == "zfs" else LuksPool(c)
 
 
+DISK_WAIT_S = 30.0  # udev may still be announcing disks when the unit starts
+
+
+def wait_for_disk(by_id: str, timeout: float = DISK_WAIT_S, *,
+                  by_id_dir: Path = Path("/dev/disk/by-id"),
+                  sleep: Callable[[float], None] = time.sleep) -> bool:
+    """True once /dev/disk/by-id/<by_id> exists; False after `timeout` (then: missing)."""
+    deadline = time.monotonic() + timeout
+    while not (by_id_dir / by_id).exists():
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.5)
+    return True
+
+
 def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
          pool: Pool | None = None, ask: Ask = ask_password,
          say: Callable[[str], None] = print) -> int:
@@ -220,6 +237,8 @@ def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
     if c is None or not c.done:
         say("the first-boot wizard has not finished: no data pool to unlock")
         return 3
+    if pool is None and not wait_for_disk(c.disk_by_id):
+        say(f"waited {DISK_WAIT_S:g} s for the data disk {c.disk_by_id}: not there")
     try:
         d = unlock(pool or pool_for(c), ask, say)
     except (OSError, AnklumeError) as e:  # a tool missing or refusing: report, never fail boot
@@ -228,6 +247,6 @@ def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
     write_status(state, d.message, c, status)
     log.event(_log, "Pool " + state, reason=d.message, backend=c.backend)
     say("Data pool unlocked." if state == "unlocked" else
-         f"DEGRADED: {d.message}. Compartments on the data pool are unavailable; run "
-         "`anklume firstboot unlock` to try again.")
+         f"DEGRADED: {d.message}. Compartments on the data pool are unavailable at this "
+         "boot; reboot to try again.")
     return 0

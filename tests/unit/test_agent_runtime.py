@@ -338,6 +338,38 @@ def test_invalid_config_restores_the_saved_firewall(dirs, no_nft):
     assert no_nft["loaded"] == ["table inet anklume {}\n"]
 
 
+@pytest.mark.parametrize("status", [None, "state=degraded\nreason=3 wrong passphrases\n"])
+def test_a_locked_data_pool_deploys_nothing_and_says_why(dirs, no_nft, status):
+    """The wizard made a pool and it is not unlocked at this boot: nothing goes onto RAM in
+    its place; the outcome is "degraded" (the gate passes it), the saved isolation stays."""
+    state, run = dirs
+    (state / "firstboot.json").write_text("{}")
+    (state / "firewall.nft").write_text("table inet anklume {}\n")
+    if status is not None:
+        run.mkdir()
+        (run / "pool-status").write_text(status)
+    inc = FlakyIncus(0, pools=())
+    assert boot.boot(incus=inc) == boot.EXIT_PARTIAL
+    got, _ = last_result.read()
+    assert got.outcome == "degraded", got
+    assert "data pool" in got.errors[0] and "reboot" in got.errors[0], got.errors
+    if status is not None:
+        assert "3 wrong passphrases" in got.errors[0]
+    assert [m for m, _, _ in inc.requests] == ["GET"]  # no pool made, nothing planned
+    assert no_nft["loaded"] == ["table inet anklume {}\n"]
+
+
+def test_an_unlocked_data_pool_is_deployed_onto(dirs):
+    state, run = dirs
+    (state / "firstboot.json").write_text("{}")
+    run.mkdir()
+    (run / "pool-status").write_text("state=unlocked\nreason=the data pool is unlocked\n")
+    assert boot.data_pool_problem() is None
+    (state / "firstboot.json").unlink()
+    (run / "pool-status").write_text("state=degraded\n")
+    assert boot.data_pool_problem() is None  # no pool made: live mode deploys into RAM
+
+
 def test_unreachable_incus_records_error_and_exits_75(dirs, no_nft):
     c = Clock()
     code = boot.boot(incus=FlakyIncus(10**6), incus_timeout=10, sleep=c.sleep)
@@ -494,7 +526,7 @@ def verdict(**kw) -> tuple[bool, list[health.Check]]:
     return health.passed(checks), checks
 
 
-@pytest.mark.parametrize("outcome", ["success", "invalid", "partial"])
+@pytest.mark.parametrize("outcome", ["success", "invalid", "partial", "degraded"])
 def test_gate_passes_whatever_the_user_got_wrong(outcome):
     ok, checks = verdict(last=sample(outcome=outcome))
     assert ok and [c.name for c in checks] == ["incus", "firewall", "last result"]

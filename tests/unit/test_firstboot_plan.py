@@ -288,7 +288,7 @@ def test_incus_preseed_and_order() -> None:
     argv = [c.argv for c in incus_state.move("zfs", "anklume")]
     stop = argv.index(("systemctl", "stop", *incus_state.UNITS))
     final_mount = argv.index(("mount", "-t", "zfs", "anklume/incus", "/var/lib/incus"))
-    start = argv.index(("systemctl", "start", "incus.service"))
+    start = argv.index(("systemctl", "start", *incus_state.UNITS))
     assert stop < final_mount < start < argv.index(("incus", "admin", "init", "--preseed"))
 
 

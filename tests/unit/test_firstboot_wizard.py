@@ -134,6 +134,9 @@ def test_unattended_from_the_labeled_volume(tmp_path: Path) -> None:
                             tty=False, ctx=ctx, volume_mounts=lambda: [vol], runner=rec,
                             root=tmp_path / "root")
     assert rc == flow.DONE and rec.argvs[0][:2] == ["zpool", "create"]
+    # This boot's pool state, for the agent (it deploys only onto an unlocked pool).
+    status = (tmp_path / "root/run/anklume/pool-status").read_text()
+    assert "state=unlocked\n" in status and "backend=zfs\n" in status, status
     # the second run finds the marker and does nothing
     rc = flow.firstboot_run(Scripted([], []), answers_file=None, dry_run=False, yes=False,
                             tty=False, ctx=ctx, volume_mounts=lambda: [vol],

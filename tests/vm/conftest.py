@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +173,9 @@ def boot_and_check(
     ssh: bool = False,
     unplug_boot_disk: bool = False,
     dropins: dict[str, str] | None = None,
+    credentials: dict[str, str] | None = None,
+    data_disk: Path | None = None,
+    console: Callable[[harness.VM], None] | None = None,
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -183,11 +186,16 @@ def boot_and_check(
     when the script says `unplug=ready`, the boot disk itself is pulled out; the guest may not
     be able to power off after that (without toram), so QEMU is then stopped by the harness.
     `dropins`: unit drop-ins for failure injection (guest.dropin_credentials).
+    `credentials`: more system credentials (name -> text), e.g. the wizard's answers.
+    `data_disk`: a data disk that outlives this boot (the caller's), instead of a blank one.
+    `console`: runs first, with input on the serial console (e.g. typing a passphrase at the
+    prompt); the boot then goes on as usual.
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
-    data = image.with_name(f"{image.stem}-data.qcow2")
+    data = data_disk or image.with_name(f"{image.stem}-data.qcow2")
     impostor = disk.impostor_persist_disk(image.with_name(f"{image.stem}-impostor.raw"))
-    for path, size in ((scratch, "16M"), (data, str(DATA_DISK_BYTES))):
+    blank = [(scratch, "16M")] + ([] if data_disk else [(data, str(DATA_DISK_BYTES))])
+    for path, size in blank:
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True, timeout=60
         )
@@ -198,7 +206,9 @@ def boot_and_check(
         log_dir=log_dir_for(name),
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
-        smbios=guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {}),
+        smbios=(guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {})
+                + guest.extra_credentials(credentials or {})),
+        serial_input=console is not None,
         # The agent deploys the default infra (four containers, Incus's state in RAM).
         memory_mib=memory_mib,
         boot_bus=boot_bus,
@@ -212,6 +222,9 @@ def boot_and_check(
 
     def body(vm: harness.VM) -> Boot:
         stages: dict[str, float] = {}
+        if console is not None:
+            console(vm)
+            stages["console-done"] = vm.elapsed()
         # The script echoes its lines to the serial console too, so one wait sees whichever
         # comes first: the check starting, or a login prompt without it.
         first = vm.wait_for(
@@ -275,7 +288,7 @@ def boot_and_check(
     try:
         boot = harness.run_vm(spec, body)
     finally:
-        for path in (scratch, data, impostor):
+        for path in (scratch, impostor) if data_disk else (scratch, data, impostor):
             path.unlink(missing_ok=True)
     timing = f"{name}: {boot.timing()}; scratch disk unplug {boot.unplug}\n"
     (boot.log_dir / "timing.txt").write_text(timing)

@@ -247,6 +247,11 @@ def dropin_credentials(dropins: dict[str, str]) -> list[str]:
             for unit, text in dropins.items()]
 
 
+def extra_credentials(creds: dict[str, str]) -> list[str]:
+    """`-smbios` values for plain system credentials (name -> text)."""
+    return [_cred(name, text) for name, text in creds.items()]
+
+
 def _cred(name: str, data: str) -> str:
     # value= is QEMU's comma-separated option syntax; base64 never contains a comma.
     b64 = base64.b64encode(data.encode()).decode()

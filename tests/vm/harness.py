@@ -296,6 +296,9 @@ class VMSpec:
     # A NIC on QEMU's user-mode network, isolated (restrict=on: the guest reaches nothing
     # outside), with the guest's port 22 forwarded to this loopback port on the host.
     ssh_forward_port: int | None = None
+    # The serial console also takes input (VM.type_serial), e.g. a passphrase at its prompt:
+    # a socket chardev that logs all output to serial.log whether a client is connected or not.
+    serial_input: bool = False
 
 
 class VM:
@@ -353,7 +356,9 @@ class VM:
             "-no-user-config",
             "-nodefaults",
             "-chardev",
-            f"file,id=serial0,path={self.serial_log}",
+            (f"socket,id=serial0,path={self.workdir / 'serial.sock'},server=on,wait=off,"
+             f"logfile={self.serial_log}") if s.serial_input
+            else f"file,id=serial0,path={self.serial_log}",
             "-serial",
             "chardev:serial0",
             "-chardev",
@@ -533,6 +538,16 @@ class VM:
     def powerdown(self) -> None:
         assert self.qmp is not None
         self.qmp.execute("system_powerdown")
+
+    def type_serial(self, text: str) -> None:
+        """Type `text` on the serial console (needs VMSpec.serial_input): connect, send, leave
+        (a connected client that does not read would hold the guest's console output)."""
+        assert self.workdir is not None and self.spec.serial_input, "serial_input is off"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(self.workdir / "serial.sock"))
+            sock.sendall(text.encode())
+            time.sleep(0.5)  # QEMU reads before the hang-up
 
     def device_del(self, device_id: str, timeout: float = 60) -> None:
         """Hot-unplug a device and wait until the guest has let it go (DEVICE_DELETED)."""

@@ -1,0 +1,272 @@
+"""The first-boot wizard on the booted appliance (issue #8), unattended from an answers file.
+
+Each backend is one machine booted twice from the same disks:
+1. First boot: the answers (a systemd credential, as a hypervisor would hand them in) create
+   an encrypted pool on the blank data disk, Incus's state moves onto it, the agent deploys a
+   small infra.yml (also a credential) onto the pool, and a file is written inside a container.
+2. Second boot: the pool is found by its stable id, the passphrase is typed on the serial
+   console (for ZFS a wrong one first), and the container and its file are back while the
+   agent applies no change. Root's console login needs the password the answers set.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import disk
+import guest
+import harness
+import pytest
+from conftest import BOOT_FAILURES, DATA_DISK_BYTES, DATA_DISK_SERIAL, Boot, boot_and_check
+
+pytestmark = pytest.mark.vm
+
+PASSPHRASE = "anklume test pool passphrase"
+ROOT_PASSWORD = "anklume-test-root-password"
+PROMPT = "Passphrase for the anklume data pool"
+# One domain, one container: what the test needs of the agent, at a fraction of the default
+# infra's deploy time under emulation.
+INFRA = """\
+schema_version: 1
+project_name: anklume
+global:
+  addressing:
+    base_octet: 10
+    zone_base: 100
+  default_os_image: images:debian/13
+domains:
+  work:
+    description: Work
+    trust_level: trusted
+    machines:
+      work-dev:
+        description: Development
+"""
+
+# After the boot settled: the wizard's and unlock's units, the pool, Incus on it, the agent.
+POOL_FACTS = r"""
+state=$(timeout 1500 systemctl is-system-running --wait 2>/dev/null)
+say "system_state=$state"
+say "failed_units=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
+    | awk '{print $1}' | paste -sd, -)"
+for u in anklume-firstboot.service anklume-unlock.service anklume-admin.service \
+        anklume-agent.service anklume-health.service boot-complete.target; do
+    say "unit.$u=$(systemctl is-active "$u")"
+done
+ulog() { journalctl -b -u "$1" -o cat --no-pager 2>&1 | tail -n "$2"; }
+say "firstboot_log_b64=$(ulog anklume-firstboot.service 60 | base64 -w0)"
+say "unlock_log_b64=$(ulog anklume-unlock.service 30 | base64 -w0)"
+say "agent_log_b64=$(ulog anklume-agent.service 30 | base64 -w0)"
+say "pool_status_b64=$(base64 -w0 /run/anklume/pool-status 2>/dev/null)"
+say "record_b64=$(base64 -w0 /var/lib/anklume/firstboot.json 2>/dev/null)"
+say "last_result_b64=$(base64 -w0 /var/lib/anklume/last-result.json 2>/dev/null)"
+say "incus_mount=$(findmnt -no SOURCE,FSTYPE /var/lib/incus | tail -n 1)"
+say "zfs_props=$(zfs get -H -o property,value encryption,keystatus,keyformat anklume 2>&1 \
+    | tr '\t\n' '= ')"
+say "luks=$(cryptsetup status anklume-data 2>&1 | grep -E '^ *(type|cipher):' | tr -s ' \n' ' ')"
+say "storage_driver=$(incus storage get default driver 2>&1; incus storage show default 2>&1 \
+    | sed -n 's/^driver: //p')"
+say "storage_source=$(incus storage show default 2>&1 | sed -n 's/^ *source: //p')"
+say "instances=$(incus list --all-projects -c ns --format csv 2>&1 | paste -sd ';' -)"
+say "root_shadow=$(getent shadow root | cut -d: -f2)"
+"""
+
+WRITE_MARKER = r"""
+m="anklume-marker-$(cat /proc/sys/kernel/random/uuid)"
+incus exec --project work work-dev -- sh -c "echo $m >/root/marker && sync" 2>&1
+say "marker_write_rc=$?"
+say "marker_written=$m"
+"""
+
+READ_MARKER = r"""
+say "marker_read=$(incus exec --project work work-dev -- cat /root/marker 2>&1)"
+"""
+
+
+def _hash(password: str) -> str:
+    r = subprocess.run(["openssl", "passwd", "-6", "-salt", "anklumetest", "-stdin"],
+                       input=password, capture_output=True, text=True, check=True, timeout=30)
+    return r.stdout.strip()
+
+
+def _answers(backend: str, root_hash: str, action: str = "create") -> str:
+    return (f"version: 1\naction: {action}\nbackend: {backend}\ndisk: {DATA_DISK_SERIAL}\n"
+            f'passphrase: "{PASSPHRASE}"\npassphrase_confirm: "{PASSPHRASE}"\ntpm2: "no"\n'
+            f'admin:\n  root_password_hash: "{root_hash}"\n')
+
+
+def type_passphrases(*secrets: str, timeout: float = 900) -> Callable[[harness.VM], None]:
+    """Answer the n-th passphrase prompt on the serial console with the n-th secret."""
+    def console(vm: harness.VM) -> None:
+        for n, secret in enumerate(secrets, 1):
+            deadline = time.monotonic() + timeout
+            while vm.serial.text().count(PROMPT) < n:
+                for p in BOOT_FAILURES:
+                    if re.search(p, vm.serial.text()):
+                        raise harness.VMError(f"boot failed before prompt {n}: {p}", vm)
+                if time.monotonic() > deadline or not vm.running():
+                    raise harness.VMError(f"no passphrase prompt #{n} on the serial console", vm)
+                time.sleep(1)
+            time.sleep(1)  # the agent has switched the console to no-echo by now
+            vm.type_serial(secret + "\n")
+    return console
+
+
+def _b64(r: guest.Report, key: str) -> str:
+    return base64.b64decode(r.get(key, "")).decode(errors="replace")
+
+
+def _logs(boot: Boot) -> str:
+    r = boot.report
+    return "".join(f"\n--- {k} ---\n{_b64(r, k + '_log_b64')}"
+                   for k in ("firstboot", "unlock", "agent"))
+
+
+def _result(boot: Boot) -> dict:
+    text = _b64(boot.report, "last_result_b64")
+    assert text, f"no last result{_logs(boot)}"
+    return json.loads(text)
+
+
+def _boots(backend: str, artifacts, work: Path, wrong_first: bool,
+           reflash: bool = False) -> tuple[Boot, ...]:
+    image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
+    data = work / f"{backend}-data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
+                   check=True, timeout=60)
+    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD)),
+             "anklume.infra": INFRA}
+    first = boot_and_check(f"pool-{backend}-create", image, data_disk=data, credentials=creds,
+                           script=guest.check_script(POOL_FACTS + WRITE_MARKER, core=False))
+    typed = ("not the passphrase at all", PASSPHRASE) if wrong_first else (PASSPHRASE,)
+    # The same credentials again: once the wizard is done they must change nothing.
+    second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
+                            data_disk=data, credentials=creds, console=type_passphrases(*typed),
+                            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+    if not reflash:
+        return first, second
+    # "My stick died, I flashed a new one": a fresh image on a new disk, the same data disk,
+    # answers that import the pool. Everything must come back without a change by the agent.
+    fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
+    creds = {**creds, "anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD),
+                                                            action="import")}
+    third = boot_and_check(f"pool-{backend}-reflashed", fresh, vars_template=first.vars_after,
+                           data_disk=data, credentials=creds,
+                           script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+    return first, second, third
+
+
+@pytest.fixture(scope="module")
+def zfs_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
+    return _boots("zfs", artifacts, tmp_path_factory.mktemp("pool-zfs"), wrong_first=True,
+                  reflash=True)
+
+
+@pytest.fixture(scope="module")
+def luks_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
+    return _boots("luks-btrfs", artifacts, tmp_path_factory.mktemp("pool-luks"),
+                  wrong_first=False)
+
+
+def _check_created(boot: Boot, backend: str) -> None:
+    r = boot.report
+    assert r["unit.anklume-firstboot.service"] == "active", _logs(boot)
+    assert r["system_state"] == "running", f"{r['failed_units']}{_logs(boot)}"
+    record = json.loads(_b64(r, "record_b64") or "{}")
+    assert record.get("done") is True and record.get("backend") == backend, record
+    assert record.get("disk_by_id", "").endswith(DATA_DISK_SERIAL), record
+    assert "state=unlocked" in _b64(r, "pool_status_b64"), _b64(r, "pool_status_b64")
+    res = _result(boot)
+    assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
+    assert "work-dev,RUNNING" in r["instances"], r["instances"]
+    assert r["marker_write_rc"] == "0", r["marker_write_rc"]
+    # Root's console login now needs the password from the answers (it had none before).
+    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+
+
+def _check_unlocked(first: Boot, second: Boot) -> None:
+    r = second.report
+    assert r["unit.anklume-firstboot.service"] == "inactive", "the wizard ran again"
+    assert r["unit.anklume-unlock.service"] == "active", _logs(second)
+    assert "state=unlocked" in _b64(r, "pool_status_b64"), _b64(r, "pool_status_b64")
+    assert r["system_state"] == "running", f"{r['failed_units']}{_logs(second)}"
+    assert r["marker_read"] == first.report["marker_written"], (r["marker_read"], _logs(second))
+    res = _result(second)
+    assert res["trigger"] == "boot" and res["outcome"] == "success", res
+    assert res["counts"]["changes"] == 0, (res, _logs(second))
+    assert r["unit.boot-complete.target"] == "active", _logs(second)
+    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+    # The console: the prompt, and a login prompt only after the pool was unlocked.
+    serial = second.serial
+    assert "Data pool unlocked." in serial, serial[-3000:]
+    assert serial.index("Data pool unlocked.") < serial.rindex("login:"), serial[-3000:]
+    # The greeting above the login prompt says where the compartments live now.
+    assert "Data pool: " in serial and "unlocked. The compartments" in serial, serial[-3000:]
+    assert "Live mode" not in serial, serial[-3000:]
+
+
+def test_zfs_pool_created_unattended_holds_incus(zfs_boots: tuple[Boot, ...]) -> None:
+    first = zfs_boots[0]
+    _check_created(first, "zfs")
+    r = first.report
+    props = dict(p.split("=", 1) for p in r["zfs_props"].split() if "=" in p)
+    assert props == {"encryption": "aes-256-gcm", "keystatus": "available",
+                     "keyformat": "passphrase"}, r["zfs_props"]
+    assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
+    assert "zfs" in r["storage_driver"], r["storage_driver"]
+    assert r["storage_source"] == "anklume/incus-storage", r["storage_source"]
+    # Before the wizard's record, the console showed its progress, not a login prompt.
+    serial = first.serial
+    assert "The data pool is ready" in serial, serial[-3000:]
+    assert serial.index("The data pool is ready") < serial.rindex("login:"), serial[-3000:]
+
+
+def test_zfs_pool_unlocks_after_a_wrong_passphrase_and_everything_is_back(
+    zfs_boots: tuple[Boot, ...],
+) -> None:
+    first, second = zfs_boots[:2]
+    _check_unlocked(first, second)
+    assert "wrong passphrase (try 2 of 3)" in second.serial, _logs(second)
+    unlock_log = _b64(second.report, "unlock_log_b64")
+    assert PASSPHRASE not in unlock_log and PASSPHRASE not in second.serial, "passphrase echoed"
+    # Not even its length: the prompt shows no masking characters.
+    prompts = [line for line in second.serial.splitlines() if PROMPT in line]
+    assert prompts and not any("\u2022" in p or "*" in p.split(PROMPT, 1)[1] for p in prompts), \
+        prompts
+
+
+def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, Boot]) -> None:
+    first, _ = luks_boots
+    _check_created(first, "luks-btrfs")
+    r = first.report
+    assert "type: LUKS2" in r["luks"], r["luks"]
+    assert r["incus_mount"].endswith(" btrfs"), r["incus_mount"]
+    assert "btrfs" in r["storage_driver"], r["storage_driver"]
+    assert r["storage_source"] == "/run/anklume/pool/incus-storage", r["storage_source"]
+
+
+def test_luks_btrfs_pool_unlocks_and_everything_is_back(luks_boots: tuple[Boot, Boot]) -> None:
+    first, second = luks_boots
+    _check_unlocked(first, second)
+    assert "wrong passphrase" not in second.serial
+
+
+def test_zfs_pool_imported_from_a_freshly_flashed_stick(zfs_boots: tuple[Boot, ...]) -> None:
+    first, _, third = zfs_boots
+    r = third.report
+    assert r["unit.anklume-firstboot.service"] == "active", _logs(third)
+    record = json.loads(_b64(r, "record_b64") or "{}")
+    assert record.get("action") == "import", record
+    assert record.get("zpool_guid") == json.loads(_b64(first.report, "record_b64"))["zpool_guid"]
+    assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
+    assert r["marker_read"] == first.report["marker_written"], (r["marker_read"], _logs(third))
+    res = _result(third)
+    assert res["outcome"] == "success" and res["counts"]["changes"] == 0, (res, _logs(third))
+    assert "work-dev,RUNNING" in r["instances"], r["instances"]
+    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
