@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +176,7 @@ def boot_and_check(
     credentials: dict[str, str] | None = None,
     data_disk: Path | None = None,
     console: Callable[[harness.VM], None] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -189,7 +190,7 @@ def boot_and_check(
     `credentials`: more system credentials (name -> text), e.g. the wizard's answers.
     `data_disk`: a data disk that outlives this boot (the caller's), instead of a blank one.
     `console`: runs first, with input on the serial console (e.g. typing a passphrase at the
-    prompt); the boot then goes on as usual.
+    prompt); the boot then goes on as usual. `extra_args`: more QEMU arguments (disks).
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
     data = data_disk or image.with_name(f"{image.stem}-data.qcow2")
@@ -217,6 +218,7 @@ def boot_and_check(
             *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
             *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),
             *harness.hotplug_disk_args(IMPOSTOR_DISK_ID, impostor, chassis=4, fmt="raw"),
+            *extra_args,
         ],
     )
 

@@ -63,6 +63,8 @@ ulog() { journalctl -b -u "$1" -o cat --no-pager 2>&1 | tail -n "$2"; }
 say "firstboot_log_b64=$(ulog anklume-firstboot.service 60 | base64 -w0)"
 say "unlock_log_b64=$(ulog anklume-unlock.service 30 | base64 -w0)"
 say "agent_log_b64=$(ulog anklume-agent.service 30 | base64 -w0)"
+say "incus_log_b64=$( (ulog incus.service 30; tail -n 30 /var/log/incus/incusd.log) 2>&1 \
+    | base64 -w0)"
 say "pool_status_b64=$(base64 -w0 /run/anklume/pool-status 2>/dev/null)"
 say "record_b64=$(base64 -w0 /var/lib/anklume/firstboot.json 2>/dev/null)"
 say "last_result_b64=$(base64 -w0 /var/lib/anklume/last-result.json 2>/dev/null)"
@@ -70,8 +72,7 @@ say "incus_mount=$(findmnt -no SOURCE,FSTYPE /var/lib/incus | tail -n 1)"
 say "zfs_props=$(zfs get -H -o property,value encryption,keystatus,keyformat anklume 2>&1 \
     | tr '\t\n' '= ')"
 say "luks=$(cryptsetup status anklume-data 2>&1 | grep -E '^ *(type|cipher):' | tr -s ' \n' ' ')"
-say "storage_driver=$(incus storage get default driver 2>&1; incus storage show default 2>&1 \
-    | sed -n 's/^driver: //p')"
+say "storage_driver=$(incus storage show default 2>&1 | sed -n 's/^driver: //p')"
 say "storage_source=$(incus storage show default 2>&1 | sed -n 's/^ *source: //p')"
 say "instances=$(incus list --all-projects -c ns --format csv 2>&1 | paste -sd ';' -)"
 say "root_shadow=$(getent shadow root | cut -d: -f2)"
@@ -125,7 +126,7 @@ def _b64(r: guest.Report, key: str) -> str:
 def _logs(boot: Boot) -> str:
     r = boot.report
     return "".join(f"\n--- {k} ---\n{_b64(r, k + '_log_b64')}"
-                   for k in ("firstboot", "unlock", "agent"))
+                   for k in ("firstboot", "unlock", "agent", "incus"))
 
 
 def _result(boot: Boot) -> dict:
@@ -219,7 +220,7 @@ def test_zfs_pool_created_unattended_holds_incus(zfs_boots: tuple[Boot, ...]) ->
     assert props == {"encryption": "aes-256-gcm", "keystatus": "available",
                      "keyformat": "passphrase"}, r["zfs_props"]
     assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
-    assert "zfs" in r["storage_driver"], r["storage_driver"]
+    assert r["storage_driver"] == "zfs", r["storage_driver"]
     assert r["storage_source"] == "anklume/incus-storage", r["storage_source"]
     # Before the wizard's record, the console showed its progress, not a login prompt.
     serial = first.serial
@@ -247,7 +248,7 @@ def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, 
     r = first.report
     assert "type: LUKS2" in r["luks"], r["luks"]
     assert r["incus_mount"].endswith(" btrfs"), r["incus_mount"]
-    assert "btrfs" in r["storage_driver"], r["storage_driver"]
+    assert r["storage_driver"] == "btrfs", r["storage_driver"]
     assert r["storage_source"] == "/run/anklume/pool/incus-storage", r["storage_source"]
 
 
