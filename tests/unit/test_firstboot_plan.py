@@ -289,6 +289,9 @@ def test_incus_preseed_and_order() -> None:
     stop = argv.index(("systemctl", "stop", *incus_state.UNITS))
     final_mount = argv.index(("mount", "-t", "zfs", "anklume/incus", "/var/lib/incus"))
     start = argv.index(("systemctl", "start", *incus_state.UNITS))
+    checked = [c.check for c in incus_state.move("zfs", "anklume")
+               if c.argv == ("systemctl", "start", *incus_state.UNITS)]
+    assert checked == [False, True]  # one retry, and the second start must succeed
     assert stop < final_mount < start < argv.index(("incus", "admin", "init", "--preseed"))
 
 
