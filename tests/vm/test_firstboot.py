@@ -102,12 +102,19 @@ def _answers(backend: str, root_hash: str, action: str = "create") -> str:
             f'admin:\n  root_password_hash: "{root_hash}"\n')
 
 
+OFFER = "press Enter to continue without the pool"
+
+
 def type_passphrases(*secrets: str, timeout: float = 900) -> Callable[[harness.VM], None]:
-    """Answer the n-th passphrase prompt on the serial console with the n-th secret."""
+    """Answer the n-th prompt of the unlock on the serial console (a passphrase, or after 3
+    wrong ones the retry/continue offer) with the n-th text."""
+    def prompts(text: str) -> int:
+        return text.count(PROMPT) + text.count(OFFER)
+
     def console(vm: harness.VM) -> None:
         for n, secret in enumerate(secrets, 1):
             deadline = time.monotonic() + timeout
-            while vm.serial.text().count(PROMPT) < n:
+            while prompts(vm.serial.text()) < n:
                 for p in BOOT_FAILURES:
                     if re.search(p, vm.serial.text()):
                         raise harness.VMError(f"boot failed before prompt {n}: {p}", vm)
@@ -135,8 +142,8 @@ def _result(boot: Boot) -> dict:
     return json.loads(text)
 
 
-def _boots(backend: str, artifacts, work: Path, wrong_first: bool,
-           reflash: bool = False) -> tuple[Boot, ...]:
+def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool = False,
+           degraded: bool = False) -> tuple[Boot, ...]:
     image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
     data = work / f"{backend}-data.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
@@ -150,6 +157,14 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool,
     second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
                             script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+    if degraded:
+        # Three wrong passphrases, then Enter at the offer: the boot goes on without the pool.
+        third = boot_and_check(f"pool-{backend}-degraded", image, vars_template=first.vars_after,
+                               data_disk=data, credentials=creds,
+                               console=type_passphrases("wrong one", "wrong two", "wrong three",
+                                                        ""),
+                               script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+        return first, second, third
     if not reflash:
         return first, second
     # "My stick died, I flashed a new one": a fresh image on a new disk, the same data disk,
@@ -172,7 +187,7 @@ def zfs_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot
 @pytest.fixture(scope="module")
 def luks_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
     return _boots("luks-btrfs", artifacts, tmp_path_factory.mktemp("pool-luks"),
-                  wrong_first=False)
+                  wrong_first=False, degraded=True)
 
 
 def _check_created(boot: Boot, backend: str) -> None:
@@ -242,8 +257,8 @@ def test_zfs_pool_unlocks_after_a_wrong_passphrase_and_everything_is_back(
         prompts
 
 
-def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, Boot]) -> None:
-    first, _ = luks_boots
+def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, ...]) -> None:
+    first = luks_boots[0]
     _check_created(first, "luks-btrfs")
     r = first.report
     assert "type: LUKS2" in r["luks"], r["luks"]
@@ -252,8 +267,8 @@ def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, 
     assert r["storage_source"] == "/run/anklume/pool/incus-storage", r["storage_source"]
 
 
-def test_luks_btrfs_pool_unlocks_and_everything_is_back(luks_boots: tuple[Boot, Boot]) -> None:
-    first, second = luks_boots
+def test_luks_btrfs_pool_unlocks_and_everything_is_back(luks_boots: tuple[Boot, ...]) -> None:
+    first, second = luks_boots[:2]
     _check_unlocked(first, second)
     assert "wrong passphrase" not in second.serial
 
@@ -276,3 +291,23 @@ def test_zfs_pool_imported_from_a_freshly_flashed_stick(zfs_boots: tuple[Boot, .
         agent_log
     assert "work-dev,RUNNING" in r["instances"], r["instances"]
     assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+
+
+def test_three_wrong_passphrases_then_continue_is_a_degraded_but_healthy_boot(
+    luks_boots: tuple[Boot, ...],
+) -> None:
+    """A user who cannot type the passphrase gets a running machine that says why, nothing
+    deployed into RAM instead, and a boot that counts as good (no rollback for a typo)."""
+    r = luks_boots[2].report
+    serial = luks_boots[2].serial
+    assert "wrong passphrase (try 3 of 3)" in serial and "3 wrong passphrases" in serial, \
+        serial[-3000:]
+    assert "state=degraded" in _b64(r, "pool_status_b64"), _b64(r, "pool_status_b64")
+    res = _result(luks_boots[2])
+    assert res["outcome"] == "degraded" and res["counts"]["changes"] == 0, res
+    assert "data pool" in res["errors"][0], res["errors"]
+    assert r["unit.anklume-health.service"] == "active", _logs(luks_boots[2])
+    assert r["unit.boot-complete.target"] == "active", _logs(luks_boots[2])
+    assert "work-dev" not in r["instances"], r["instances"]
+    assert "DEGRADED: the data pool is not unlocked" in serial, serial[-3000:]
+    assert serial.index("DEGRADED: the data pool") < serial.rindex("login:")
