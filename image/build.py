@@ -77,11 +77,13 @@ class Paths:
         return self.cache / "debs"
 
 
-def read_version(repo: Path) -> str:
-    """The image version: anklume/VERSION of the tree being built (not of the running code)."""
-    version = (repo / "anklume" / "VERSION").read_text().strip()
+def read_version(repo: Path, override: str | None = None) -> str:
+    """The image version: anklume/VERSION of the tree being built (not of the running code),
+    or `override` (a later version of the same tree, e.g. for update tests)."""
+    version = override or (repo / "anklume" / "VERSION").read_text().strip()
+    where = "--version" if override else "anklume/VERSION"
     if not _VERSION_RE.match(version):
-        raise BuildError(f"invalid version {version!r} in anklume/VERSION")
+        raise BuildError(f"invalid version {version!r} in {where}")
     # Partition labels are `anklume_<version>_verity_sig` and GPT labels hold 36 characters.
     if len(f"{artifacts.IMAGE_ID}_{version}_verity_sig") > 36:
         raise BuildError(f"version {version!r} is too long for GPT partition labels (36 chars)")
@@ -183,8 +185,9 @@ def _pylxd_version() -> str:
         return PYLXD_FALLBACK
 
 
-def build_wheels(paths: Paths) -> list[Path]:
-    """anklume's own wheel (from a copy of the sources) and the vendored pylxd wheel."""
+def build_wheels(paths: Paths, version: str) -> list[Path]:
+    """anklume's own wheel (from a copy of the sources, carrying the image's version) and the
+    vendored pylxd wheel."""
     if paths.inputs.exists():
         shutil.rmtree(paths.inputs)
     paths.inputs.mkdir(parents=True)
@@ -202,6 +205,8 @@ def build_wheels(paths: Paths) -> list[Path]:
                 paths.repo / d, src / d,
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
             )
+        # `anklume --version` on the appliance says what os-release says.
+        (src / "anklume" / "VERSION").write_text(version + "\n")
         _pip(["wheel", "--no-deps", "-w", str(paths.inputs), str(src)])
     pylxd = f"pylxd=={_pylxd_version()}"
     paths.wheels.mkdir(parents=True, exist_ok=True)
@@ -299,12 +304,13 @@ def build(
     build_dir: Path | None = None,
     key_dir: Path | None = None,
     echo=print,
+    version: str | None = None,
 ) -> artifacts.Artifacts:
     if os.geteuid() != 0:
         raise BuildError("building the image needs root (mkosi mounts and chroots)")
     repo = find_repo(repo)
     paths = Paths(repo=repo, build_dir=(build_dir or repo / "build").resolve(), cache=CACHE_DIR)
-    version = read_version(repo)
+    version = read_version(repo, version)
     mkosi = mkosi_command()
 
     ks, created = keys.ensure(key_dir)
@@ -313,7 +319,7 @@ def build(
         echo("  (keep it: machines enrolled with it only trust images signed by it)")
 
     t0 = time.monotonic()
-    wheels = build_wheels(paths)
+    wheels = build_wheels(paths, version)
     build_initrd_package(paths, version)
     _log.debug("wheels: %s", [w.name for w in wheels])
     for why in prepare_caches(paths, ks):

@@ -16,11 +16,16 @@ def register(app: typer.Typer) -> None:
             help="Signing keys (default $ANKLUME_KEY_DIR or /var/lib/anklume/keys; "
             "a development set is generated when none exists).",
         ),
+        version: str | None = typer.Option(
+            None, "--version",
+            help="Build as this version instead of anklume/VERSION (e.g. a later version "
+            "of the same tree to test updates with)."),
     ) -> None:
         """Build the signed A/B appliance image with mkosi (needs root)."""
         from anklume.image import build as image_build
 
-        a = image_build.build(build_dir=build_dir, key_dir=key_dir, echo=typer.echo)
+        a = image_build.build(build_dir=build_dir, key_dir=key_dir, echo=typer.echo,
+                              version=version)
         for line in image_build.describe(a):
             typer.echo(line)
 

@@ -177,6 +177,8 @@ def boot_and_check(
     data_disk: Path | None = None,
     console: Callable[[harness.VM], None] | None = None,
     extra_args: Sequence[str] = (),
+    cut_power_at: str | None = None,
+    report_timeout: float = 1200,
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -191,6 +193,9 @@ def boot_and_check(
     `data_disk`: a data disk that outlives this boot (the caller's), instead of a blank one.
     `console`: runs first, with input on the serial console (e.g. typing a passphrase at the
     prompt); the boot then goes on as usual. `extra_args`: more QEMU arguments (disks).
+    `cut_power_at`: a pattern on the test channel at which QEMU is quit at once (a power
+    cut); the report is what the guest said until then. `report_timeout`: how long the guest
+    may take to report its result (longer for scripts that reboot several times).
     """
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
     data = data_disk or image.with_name(f"{image.stem}-data.qcow2")
@@ -261,12 +266,20 @@ def boot_and_check(
                 boot_unplug = f"ok after {vm.elapsed() - t0:.1f} s"
             except harness.VMError as e:
                 boot_unplug = str(e).splitlines()[0]
-        # The checks wait for the agent's first deploy: minutes under emulation.
-        vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=1200, log="channel")
-        stages["report"] = vm.elapsed()
+        if cut_power_at is not None:
+            vm.wait_for(cut_power_at, fail_patterns=BOOT_FAILURES, timeout=report_timeout,
+                        log="channel")
+            vm.stop(timeout=5)  # QMP quit: the guest gets no chance to flush or unmount
+            stages["power-cut"] = vm.elapsed()
+        else:
+            # The checks wait for the agent's first deploy: minutes under emulation.
+            vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=report_timeout,
+                        log="channel")
+            stages["report"] = vm.elapsed()
         try:
-            vm.wait_exit(120)
-            stages["power-off"] = vm.elapsed()
+            if cut_power_at is None:
+                vm.wait_exit(120)
+                stages["power-off"] = vm.elapsed()
         except harness.VMError:
             # Without its disk the guest may hang in shutdown: only a test that pulled the
             # disk tolerates that (its assertions are on the report, already received).
