@@ -42,6 +42,33 @@ def run_(
     raise typer.Exit(rc)
 
 
+@firstboot.command("console")
+def console_cmd(
+    countdown: int = typer.Option(60, "--countdown", help="Seconds before live mode."),
+) -> None:
+    """Offer the setup on this boot console (run by anklume-wizard@<tty>.service while there
+    is no data pool): Enter starts the wizard, `live` or the countdown starts live mode. The
+    first console to answer takes it; the others wait for it. Always exits 0."""
+    import os
+
+    from anklume.firstboot import console, flow, offer
+
+    from anklume.errors import AnklumeError
+
+    tty = os.path.basename(os.ttyname(0)) if os.isatty(0) else "?"
+    con = console.Tty()
+
+    def wizard() -> int:
+        try:
+            return flow.firstboot_run(con, answers_file=None, dry_run=False, yes=False,
+                                      tty=True)
+        except AnklumeError as e:  # a failed step: said here, and the boot goes on
+            con.say(f"error: {e}")  # str() carries the hint
+            return flow.FAILED
+
+    offer.offer(con, tty, wizard, countdown=countdown)
+
+
 @firstboot.command()
 def unlock() -> None:
     """Unlock the data pool (every boot): asks the passphrase through systemd-ask-password.

@@ -140,6 +140,8 @@ DATA_DISK_BYTES = 5 * 1024**3
 # A second "anklume stick" (a partition labelled anklume-persist): never to be mounted.
 IMPOSTOR_DISK_ID = "impostor"
 AGENT_BOOT_MEMORY_MIB = 3072
+# A machine provisioned to stay in live mode: no setup offer on the consoles.
+SKIP_WIZARD = "anklume.firstboot.skip"
 
 
 def _keyscan(port: int, deadline: float) -> list[str]:
@@ -179,6 +181,7 @@ def boot_and_check(
     extra_args: Sequence[str] = (),
     cut_power_at: str | None = None,
     report_timeout: float = 1200,
+    wizard: bool = False,
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -196,7 +199,13 @@ def boot_and_check(
     `cut_power_at`: a pattern on the test channel at which QEMU is quit at once (a power
     cut); the report is what the guest said until then. `report_timeout`: how long the guest
     may take to report its result (longer for scripts that reboot several times).
+    `wizard`: leave the console setup offer on (anklume-wizard@.service); other boots pass the
+    anklume.firstboot.skip credential, as a machine provisioned to stay in live mode would, so
+    that their agent does not wait out the offer's countdown.
     """
+    credentials = dict(credentials or {})
+    if not wizard:
+        credentials.setdefault(SKIP_WIZARD, "1")
     scratch = image.with_name(f"{image.stem}-scratch.qcow2")
     data = data_disk or image.with_name(f"{image.stem}-data.qcow2")
     impostor = disk.impostor_persist_disk(image.with_name(f"{image.stem}-impostor.raw"))
@@ -213,7 +222,7 @@ def boot_and_check(
         vars_template=vars_template,
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
         smbios=(guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {})
-                + guest.extra_credentials(credentials or {})),
+                + guest.extra_credentials(credentials)),
         serial_input=console is not None,
         # The agent deploys the default infra (four containers, Incus's state in RAM).
         memory_mib=memory_mib,

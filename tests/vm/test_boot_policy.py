@@ -56,11 +56,11 @@ def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
     r = boot.report
     paths = r.multi.get("trial.count_path", [])
     assert len(paths) == 2, f"expected two boots' reports, got {paths}"
-    # Never the Troubleshoot profile (it would keep a stopped boot at its shell). Known problem:
-    # with a counted file name systemd-boot boots the Run from RAM profile by default
-    # (image/finalize); the gate's handling is the same in both.
+    # The normal boot, neither Run from RAM nor Troubleshoot (systemd-boot 257 boots profile 1
+    # of a counted UKI by default: image/uki-profiles/main.conf).
     for cmdline in r.multi["trial.cmdline"]:
         assert "anklume.keep_shell=1" not in cmdline, cmdline
+        assert "anklume.toram=1" not in cmdline, cmdline
     # Boot 1: on trial (one more try after it), the gate fails, the boot restarts.
     assert paths[0].endswith(f"{stem}+1-1.efi"), paths
     assert r.multi["trial.health"][0] == "failed"

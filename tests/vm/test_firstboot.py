@@ -311,3 +311,94 @@ def test_three_wrong_passphrases_then_continue_is_a_degraded_but_healthy_boot(
     assert "work-dev" not in r["instances"], r["instances"]
     assert "DEGRADED: the data pool is not unlocked" in serial, serial[-3000:]
     assert serial.index("DEGRADED: the data pool") < serial.rindex("login:")
+
+
+# --- the setup offered on the console (no answers) ---------------------------------------------
+
+TYPED_PASSPHRASE = "Vivid otter climbs 7 quiet hills"
+
+# Root's password from the shadow entry's own salt: the wizard hashes with a random salt.
+ROOT_LOGIN = r"""
+h=$(getent shadow root | cut -d: -f2)
+salt=$(printf '%s' "$h" | cut -d'$' -f3)
+again=$(printf '%s' '@PW@' | openssl passwd -6 -salt "$salt" -stdin)
+say "root_password_ok=$([ "$again" = "$h" ] && echo yes || echo no)"
+say "wizard_units=$(systemctl show -P ActiveState anklume-wizard@ttyS0.service \
+    anklume-wizard@tty1.service | paste -sd, -)"
+say "offer_outcome=$(cat /run/anklume/wizard-finished 2>/dev/null)"
+say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
+""".replace("@PW@", ROOT_PASSWORD)
+
+
+def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness.VM], None]:
+    """Type on the serial console: each text once its prompt appeared after the previous one."""
+    def console(vm: harness.VM) -> None:
+        pos = 0
+        for prompt, text in steps:
+            deadline = time.monotonic() + timeout
+            while (i := vm.serial.text().find(prompt, pos)) < 0:
+                for p in BOOT_FAILURES:
+                    if re.search(p, vm.serial.text()):
+                        raise harness.VMError(f"boot failed before {prompt!r}: {p}", vm)
+                if time.monotonic() > deadline or not vm.running():
+                    raise harness.VMError(f"no {prompt!r} on the serial console", vm)
+                time.sleep(0.5)
+            pos = i + len(prompt)
+            time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
+            vm.type_serial(text)
+    return console
+
+
+@pytest.fixture(scope="module")
+def console_setup(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    """A fresh machine without answers: the setup is offered on tty1 and the serial console;
+    a person answers on the serial console (ZFS on the blank data disk)."""
+    work = tmp_path_factory.mktemp("pool-console")
+    image = disk.overlay(artifacts.raw, work / "console.qcow2")
+    data = work / "console-data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
+                   check=True, timeout=60)
+    typed = dialogue(
+        ("Press Enter to set it up now", "\n"),
+        ("Disk: ", "1\n"),  # the data disk is the only one that can hold the pool
+        ("Backend: [1]", "\n"),  # ZFS
+        ("Passphrase for the data pool:", TYPED_PASSPHRASE + "\n"),
+        ("The same passphrase again:", TYPED_PASSPHRASE + "\n"),
+        ("SSH public key for root", "\n"),
+        ("Set a root password (console login)?", "\n"),
+        ("Root password:", ROOT_PASSWORD + "\n"),
+        ("Root password again:", ROOT_PASSWORD + "\n"),
+        ("Go ahead? [y/N]", "y\n"),
+    )
+    return boot_and_check("pool-console-setup", image, data_disk=data, wizard=True,
+                          credentials={"anklume.infra": INFRA}, console=typed,
+                          script=guest.check_script(POOL_FACTS + ROOT_LOGIN + WRITE_MARKER,
+                                                    core=False))
+
+
+def test_the_setup_offered_on_the_console_makes_the_pool_before_the_agent_deploys(
+    console_setup: Boot,
+) -> None:
+    boot = console_setup
+    r = boot.report
+    serial = boot.serial
+    assert r["offer_claim"] == "ttyS0" and r["offer_outcome"] == "done", (
+        r["offer_claim"], r["offer_outcome"], serial[-3000:])
+    assert r["wizard_units"] == "active,active", r["wizard_units"]
+    assert r["unit.anklume-firstboot.service"] == "inactive", "no answers: the unit must skip"
+    record = json.loads(_b64(r, "record_b64") or "{}")
+    assert record.get("done") is True and record.get("backend") == "zfs", (record, _logs(boot))
+    assert record.get("disk_by_id", "").endswith(DATA_DISK_SERIAL), record
+    assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
+    assert r["storage_driver"] == "zfs", r["storage_driver"]
+    # The agent waited for the choice and deployed onto the pool, never into RAM first.
+    res = _result(boot)
+    assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
+    assert "work-dev,RUNNING" in r["instances"], r["instances"]
+    assert r["marker_write_rc"] == "0"
+    assert r["root_password_ok"] == "yes"
+    # Typed secrets are never shown; the login prompt comes only after the setup.
+    assert TYPED_PASSPHRASE not in serial and ROOT_PASSWORD not in serial, "a secret was echoed"
+    assert serial.index("The data pool is ready") < serial.rindex("login:"), serial[-3000:]
+    assert "Data pool: zfs pool anklume" in serial[serial.index("The data pool is ready"):], \
+        serial[-3000:]

@@ -27,7 +27,14 @@ import disk
 import guest
 import harness
 import pytest
-from conftest import Boot, boot_and_check, flash_to_stick, log_dir_for, record_timing
+from conftest import (
+    SKIP_WIZARD,
+    Boot,
+    boot_and_check,
+    flash_to_stick,
+    log_dir_for,
+    record_timing,
+)
 from update_media import (
     EMPTY_INFRA,
     STICK_LABEL,
@@ -75,6 +82,8 @@ say "upd.bless=$(systemctl show -P ActiveState systemd-bless-boot.service)"
 say "upd.esp=$(ls "$esp/EFI/Linux" 2>/dev/null | paste -sd' ')"
 say "upd.labels=$(lsblk -nro PARTLABEL "$disk" | paste -sd' ')"
 say "upd.marker=$(cat /var/lib/anklume/test-update-marker 2>/dev/null)"
+say "upd.hostid=$(od -An -tx1 /etc/hostid | tr -d ' \n')"
+say "upd.hostid_kept=$(od -An -tx1 /var/lib/anklume/identity/hostid 2>&1 | tr -d ' \n')"
 say "upd.status_b64=$(anklume update status 2>&1 | base64 -w0)"
 say "upd.system_state=$(systemctl is-system-running)"
 say "upd.failed_units=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
@@ -242,8 +251,12 @@ def test_update_from_the_stick_boots_the_new_version_blessed_and_keeps_the_old(
     assert f"anklume_{u.v1}.efi" in esp, esp
     labels = u.per_boot("upd.labels")[i].split()
     assert f"anklume_{u.v1}" in labels and f"anklume_{u.v2}" in labels, labels
-    # Data on the persistent partition survives.
+    # Data on the persistent partition survives, and so does the ZFS host id (every build has
+    # its own /etc/hostid; a data pool would refuse a host id that changed with an update).
     assert u.per_boot("upd.marker")[i] == f"written by {u.v1}"
+    ids = u.cut.report.multi["upd.hostid"] + u.per_boot("upd.hostid")
+    assert len(set(ids)) == 1 and len(ids[0]) == 8, ids
+    assert set(u.per_boot("upd.hostid_kept")) == {ids[0]}, u.per_boot("upd.hostid_kept")
     assert u.per_boot("upd.verity_errors")[i] == "0"
 
 
@@ -304,7 +317,7 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
         name="update-mismatch", disk=image, disk_format="raw",
         log_dir=log_dir_for("update-mismatch"),
         smbios=(guest.smbios_credentials(guest.check_script(MISMATCH_FACTS, core=False))
-                + guest.extra_credentials({"anklume.infra": EMPTY_INFRA})),
+                + guest.extra_credentials({"anklume.infra": EMPTY_INFRA, SKIP_WIZARD: "1"})),
     )
     too_early = [r"ANKLUME-TEST check=started"]
 
