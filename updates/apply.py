@@ -11,6 +11,7 @@ from anklume.updates.anchors import Anchors
 from anklume.updates.errors import ApplyRefused
 from anklume.updates.runner import Runner, interactive, system
 from anklume.updates.sink import Progress
+from anklume.updates.slot import Slot
 from anklume.updates.sources import Source
 from anklume.updates.verify import Verified
 
@@ -34,8 +35,13 @@ def apply(
     allow_downgrade: bool, yes: bool, reboot: bool, confirm: Callable[[str], bool],
     echo: Callable[[str], None], state_path: Path | None = None,
     runner: Runner = system, install_runner: Runner = interactive,
-    progress: Progress | None = None,
+    progress: Progress | None = None, running_slot: Slot | None = None,
 ) -> Verified:
+    if running_slot is not None and running_slot.name == "RAM":
+        # /usr is a copy on loop devices: systemd-sysupdate would look for the slots there.
+        raise ApplyRefused("this boot runs from RAM: an update is written to the other slot of "
+                           "the boot disk, from a normal boot",
+                           hint="boot the normal entry with the stick plugged in, then apply")
     st = state.load(state_path)
     v = stage.prepare(src, staging, anchors, running=running, allow_downgrade=allow_downgrade,
                       failed=st.failed_versions, runner=runner, progress=progress)

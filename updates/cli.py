@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Verify the update completely, then install it into the inactive slot."""
         from anklume.updates import apply as apply_mod
-        from anklume.updates import sources, status
+        from anklume.updates import slot, sources, status
 
         anchors = _anchors(update_cert, db_cert)
         running = status.running_version()
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
             src, staging=_work_dir() / "staging", definitions=_work_dir() / "sysupdate.d",
             anchors=anchors, running=running, allow_downgrade=allow_downgrade, yes=yes,
             reboot=reboot, echo=typer.echo, progress=_progress(),
-            confirm=lambda q: typer.confirm(q, default=False),
+            confirm=lambda q: typer.confirm(q, default=False), running_slot=slot.running(),
         )
         typer.echo("installed; it boots next (3 tries, kept only if the health gate passes)"
                    if not reboot else "installed; rebooting")
@@ -120,14 +120,14 @@ def register(app: typer.Typer) -> None:
     @up.command("status")
     def status_cmd() -> None:
         """Running version, boot entries and tries left, pending update, last fallback."""
-        from anklume.updates import bootctl, state, status
+        from anklume.updates import bootctl, slot, state, status
 
         running = status.running_version()
         st = state.load()
         r = status.report(running, bootctl.entries(), st)
         if status.record_fallback(st, r):
             state.save(st)
-        r = status.report(running, r.entries, st)
+        r = status.report(running, r.entries, st, slot.running())
         for line in status.lines(r):
             typer.echo(line)
 

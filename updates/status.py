@@ -9,6 +9,7 @@ from pathlib import Path
 
 from anklume.updates import policy, versions
 from anklume.updates.policy import BootEntry
+from anklume.updates.slot import Slot
 from anklume.updates.state import State
 
 OS_RELEASE = Path("/usr/lib/os-release")
@@ -42,14 +43,16 @@ class Report:
     pending: list[BootEntry]  # newer entries not yet booted to good (they have tries left)
     fell_back_from: str | None
     failed: list[str]
+    slot: Slot | None = None  # the /usr slot this boot runs from (None: unknown)
 
 
-def report(running: str, entries: list[BootEntry], st: State) -> Report:
+def report(running: str, entries: list[BootEntry], st: State,
+           slot: Slot | None = None) -> Report:
     pending = [e for e in entries if e.version and versions.valid(e.version)
                and versions.newer(e.version, running) and (e.tries_left or 0) > 0]
     return Report(running=running, entries=entries, pending=pending,
                   fell_back_from=policy.fallback_from(running, st.last_installed, entries),
-                  failed=sorted(st.failed, key=versions.key))
+                  failed=sorted(st.failed, key=versions.key), slot=slot)
 
 
 def record_fallback(st: State, r: Report) -> bool:
@@ -62,7 +65,9 @@ def record_fallback(st: State, r: Report) -> bool:
 
 
 def lines(r: Report) -> list[str]:
-    out = [f"running: {r.running}"]
+    where = ("" if r.slot is None else " (from RAM)" if r.slot.name == "RAM"
+             else f" (slot {r.slot.name}, {r.slot.device})")
+    out = [f"running: {r.running}{where}"]
     for e in r.entries:
         tags = [t for t, on in (("default", e.is_default), ("booted", e.is_selected)) if on]
         if e.tries_left is not None:

@@ -15,6 +15,7 @@ from anklume.updates.anchors import Anchors
 from anklume.updates.errors import ApplyRefused, SourceUnavailable, VersionRefused
 from anklume.updates.policy import fallback_from
 from anklume.updates.publish import publish
+from anklume.updates.slot import Slot
 from anklume.updates.source_local import LocalSource
 from test_update_fixtures import keyset, make_build  # noqa: F401
 
@@ -100,14 +101,14 @@ def published(tmp_path, keyset):
 
 
 def run_apply(tmp_path, out, anchors, *, yes=True, confirm=lambda q: True, reboot=False,
-              install=None, running="0.1.0"):
+              install=None, running="0.1.0", slot=None):
     echoed: list[str] = []
     install = install or FakeRunner()
     v = apply.apply(
         LocalSource(out), staging=tmp_path / "staging", definitions=tmp_path / "defs",
         anchors=anchors, running=running, allow_downgrade=False, yes=yes, reboot=reboot,
         confirm=confirm, echo=echoed.append, state_path=tmp_path / "state.json",
-        install_runner=install)
+        install_runner=install, running_slot=slot)
     return v, echoed, install
 
 
@@ -136,6 +137,16 @@ def test_apply_refused_version_never_reaches_sysupdate(published, tmp_path):
     with pytest.raises(VersionRefused):
         run_apply(tmp_path, out, anchors, running="0.3.0", install=install)
     assert install.calls == []
+
+
+def test_apply_from_a_boot_in_ram_is_refused_before_anything(published, tmp_path):
+    out, anchors = published
+    install = FakeRunner()
+    with pytest.raises(ApplyRefused, match="runs from RAM"):
+        run_apply(tmp_path, out, anchors, install=install, slot=Slot("RAM", "loop0,loop1"))
+    assert install.calls == [] and not (tmp_path / "staging").exists()
+    run_apply(tmp_path, out, anchors, install=install, slot=Slot("A", "vda2"))
+    assert len(install.calls) == 1
 
 
 def test_apply_reports_a_failing_sysupdate(published, tmp_path):

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import disk
 import guest
@@ -26,6 +27,7 @@ import pytest
 from conftest import BOOT_FAILURES, DATA_DISK_BYTES, DATA_DISK_SERIAL, Boot, boot_and_check
 
 pytestmark = pytest.mark.vm
+T = TypeVar("T")
 
 PASSPHRASE = "anklume test pool passphrase"
 ROOT_PASSWORD = "anklume-test-root-password"
@@ -113,17 +115,25 @@ def type_passphrases(*secrets: str, timeout: float = 900) -> Callable[[harness.V
 
     def console(vm: harness.VM) -> None:
         for n, secret in enumerate(secrets, 1):
-            deadline = time.monotonic() + timeout
-            while prompts(vm.serial.text()) < n:
-                for p in BOOT_FAILURES:
-                    if re.search(p, vm.serial.text()):
-                        raise harness.VMError(f"boot failed before prompt {n}: {p}", vm)
-                if time.monotonic() > deadline or not vm.running():
-                    raise harness.VMError(f"no passphrase prompt #{n} on the serial console", vm)
-                time.sleep(1)
+            wait_on_serial(vm, lambda text, n=n: prompts(text) >= n, f"passphrase prompt #{n}",
+                           timeout)
             time.sleep(1)  # the agent has switched the console to no-echo by now
             vm.type_serial(secret + "\n")
     return console
+
+
+def wait_on_serial(vm: harness.VM, found: Callable[[str], T], what: str, timeout: float) -> T:
+    """Poll the serial console until `found(text)` is true (returned); a failed boot, a dead
+    VM or the timeout raise, naming `what` was awaited."""
+    deadline = time.monotonic() + timeout
+    while not (hit := found(text := vm.serial.text())):
+        for p in BOOT_FAILURES:
+            if re.search(p, text):
+                raise harness.VMError(f"boot failed before {what}: {p}", vm)
+        if time.monotonic() > deadline or not vm.running():
+            raise harness.VMError(f"no {what} on the serial console", vm)
+        time.sleep(0.5)
+    return hit
 
 
 def _b64(r: guest.Report, key: str) -> str:
@@ -324,7 +334,7 @@ salt=$(printf '%s' "$h" | cut -d'$' -f3)
 again=$(printf '%s' '@PW@' | openssl passwd -6 -salt "$salt" -stdin)
 say "root_password_ok=$([ "$again" = "$h" ] && echo yes || echo no)"
 say "wizard_units=$(systemctl show -P ActiveState anklume-wizard@ttyS0.service \
-    anklume-wizard@tty1.service | paste -sd, -)"
+    anklume-wizard@tty1.service | grep . | paste -sd, -)"
 say "offer_outcome=$(cat /run/anklume/wizard-finished 2>/dev/null)"
 say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
 """.replace("@PW@", ROOT_PASSWORD)
@@ -335,15 +345,10 @@ def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness
     def console(vm: harness.VM) -> None:
         pos = 0
         for prompt, text in steps:
-            deadline = time.monotonic() + timeout
-            while (i := vm.serial.text().find(prompt, pos)) < 0:
-                for p in BOOT_FAILURES:
-                    if re.search(p, vm.serial.text()):
-                        raise harness.VMError(f"boot failed before {prompt!r}: {p}", vm)
-                if time.monotonic() > deadline or not vm.running():
-                    raise harness.VMError(f"no {prompt!r} on the serial console", vm)
-                time.sleep(0.5)
-            pos = i + len(prompt)
+            # find() + 1: 0 when absent, so a prompt at the very start still counts as found
+            at = wait_on_serial(vm, lambda t, p=prompt, s=pos: t.find(p, s) + 1, repr(prompt),
+                                timeout)
+            pos = at - 1 + len(prompt)
             time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
             vm.type_serial(text)
     return console

@@ -251,6 +251,9 @@ def test_update_from_the_stick_boots_the_new_version_blessed_and_keeps_the_old(
     assert f"anklume_{u.v1}.efi" in esp, esp
     labels = u.per_boot("upd.labels")[i].split()
     assert f"anklume_{u.v1}" in labels and f"anklume_{u.v2}" in labels, labels
+    # `update status` names the running slot: V1 ran from A, V2 was written into B.
+    assert f"running: {u.v1} (slot A, " in decode(u.per_boot("upd.status_b64")[0])
+    assert f"running: {u.v2} (slot B, " in decode(u.per_boot("upd.status_b64")[i])
     # Data on the persistent partition survives, and so does the ZFS host id (every build has
     # its own /etc/hostid; a data pool would refuse a host id that changed with an update).
     assert u.per_boot("upd.marker")[i] == f"written by {u.v1}"
@@ -282,6 +285,7 @@ def test_a_version_failing_its_gate_falls_back_after_three_boots_and_is_not_offe
     assert f"anklume_{u.v1}" not in labels, labels
     esp = u.per_boot("upd.esp")[last].split()
     assert f"anklume_{u.v3}+0-3.efi" in esp and f"anklume_{u.v2}.efi" in esp, esp
+    assert f"running: {u.v3} (slot A, " in decode(u.per_boot("upd.status_b64")[2])
     status = decode(u.per_boot("upd.status_b64")[last])
     assert f"last boot fell back from {u.v3} to {u.v2}" in status, status
     assert f"not offered again (failed to boot): {u.v3}" in status, status
