@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from anklume.firstboot.console import Console
+from anklume.firstboot.flow import DECLINED, DONE
 
 RUN_DIR = Path("/run/anklume")
 CLAIM = "wizard-console"  # holds the name of the console that took the wizard
@@ -77,8 +79,6 @@ def offer(con: Console, tty: str, run_wizard: Callable[[], int], *, paths: Paths
           line_ready: Callable[[TextIO, float], bool] = _line_ready) -> str:
     """What this boot's offer came to on `tty`: done/declined/failed (the wizard ran here),
     live (typed or timed out), or elsewhere:<outcome> (it ran on another console)."""
-    import sys
-
     stdin = stdin or sys.stdin
     con.say(WELCOME.format(secs=int(countdown)))
     deadline = clock() + countdown
@@ -114,8 +114,6 @@ def offer(con: Console, tty: str, run_wizard: Callable[[], int], *, paths: Paths
             finish(paths, "live")
             con.say("Starting in live mode (state in RAM for this boot).")
             return "live"
-        from anklume.firstboot.flow import DECLINED, DONE
-
         rc = run_wizard()
         outcome = {DONE: "done", DECLINED: "declined"}.get(rc, "failed")
         finish(paths, outcome)
