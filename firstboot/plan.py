@@ -159,7 +159,7 @@ def _zfs(a: Answers, t: diskref.Target, tpm: bool) -> list[Step]:
     else:
         p = t.disk.pool_label or a.pool_name
         out = [Step("pool", f"Import the ZFS pool '{p}' (GUID {t.disk.pool_id}) and unlock it",
-                    (), (pool_zfs.import_by_guid(t.disk.pool_id or "", adopt=True), pool_zfs.load_key(p),
+                    (), (pool_zfs.import_by_guid(t.disk.pool_id or ""), pool_zfs.load_key(p),
                          pool_zfs.check_datasets(p), pool_zfs.guid(p)))]
     if tpm:
         out.append(Step("tpm2", "Seal the passphrase to this machine's TPM2 (PCR 7)",

@@ -39,15 +39,10 @@ def guid(pool: str) -> Command:
                    capture_as="zpool_guid")
 
 
-def import_by_guid(pool_guid: str, *, adopt: bool = False) -> Command:
+def import_by_guid(pool_guid: str) -> Command:
     # -N: mount nothing yet (the key is not loaded); by-id: stable device names in the pool.
-    # adopt (-f): the wizard's import of a pool that another system used last (the stick
-    # that died, with its own host id): the user chose this pool, and that system is gone. Every
-    # later boot imports without -f: this machine's host id is kept (image/LAYOUT.md), so a
-    # refusal then means another system really did use the pool.
-    force = ("-f",) if adopt else ()
-    return Command(("zpool", "import", *force, "-d", "/dev/disk/by-id", "-N", "-o",
-                    "cachefile=none", pool_guid))
+    return Command(("zpool", "import", "-d", "/dev/disk/by-id", "-N", "-o", "cachefile=none",
+                    pool_guid))
 
 
 def load_key(pool: str) -> Command:

@@ -230,8 +230,7 @@ def test_import_zfs_by_guid_keeps_the_pool_and_its_state() -> None:
                   ctx())
     assert not p.erases
     pool = p.steps[0].actions
-    # -f: the pool was last used by another system (the stick it came from, its own host id).
-    assert pool[0].argv == ("zpool", "import", "-f", "-d", "/dev/disk/by-id", "-N", "-o",
+    assert pool[0].argv == ("zpool", "import", "-d", "/dev/disk/by-id", "-N", "-o",
                             "cachefile=none", "12724534129873459386")
     assert pool[1] == Command(("zfs", "load-key", "anklume"), stdin="passphrase")
     incus = [a.argv for a in p.steps[-2].actions]
