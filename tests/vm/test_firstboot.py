@@ -182,8 +182,10 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
     fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
     creds = {**creds, "anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD),
                                                             action="import")}
+    # Incus's first start on the adopted state may hang until the wizard restarts it
+    # (firstboot/incus_state.py): a longer wait for the login prompt than the other boots.
     third = boot_and_check(f"pool-{backend}-reflashed", fresh, vars_template=first.vars_after,
-                           data_disk=data, credentials=creds,
+                           data_disk=data, credentials=creds, timeout=1800,
                            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
     return first, second, third
 
