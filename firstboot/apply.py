@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from anklume.agent import atomic
-from anklume.firstboot import choices
+from anklume.firstboot import choices, console
 from anklume.firstboot.plan import Plan
 from anklume.firstboot.steps import Command, Record, WriteFile
 
@@ -51,8 +51,10 @@ def _record(action: Record, captured: Mapping[str, str], root: Path) -> None:
 
 
 def apply(plan: Plan, secrets: Mapping[str, str], *, runner: Runner = run_command,
-          root: Path = Path("/"), echo: Callable[[str], None] = print) -> None:
-    """`root` prefixes every file written (tests); commands always run as given."""
+          root: Path = Path("/"), echo: Callable[[str], None] = print,
+          show: Callable[[str], None] = console.show_once) -> None:
+    """`root` prefixes every file written (tests); commands always run as given. `echo` may be
+    logged (the unattended unit's stdout is the journal); `show` must not be."""
     captured: dict[str, str] = {}
     for n, step in enumerate(plan.steps, 1):
         echo(f"[{n}/{len(plan.steps)}] {step.title}")
@@ -66,7 +68,7 @@ def apply(plan: Plan, secrets: Mapping[str, str], *, runner: Runner = run_comman
                     if action.capture_as:
                         captured[action.capture_as] = out.strip()
                     if action.show_output:
-                        echo(out)
+                        show(f"{action.show_output}\n\n    {out.strip()}\n")
                 elif isinstance(action, WriteFile):
                     path = root / Path(action.path).relative_to("/")
                     path.parent.mkdir(parents=True, exist_ok=True)

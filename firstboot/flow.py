@@ -78,7 +78,7 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
         return NO_ANSWERS
     pool = p.answers.pool_name
     apply.apply(p, apply.secrets_of(p, incus_state.preseed(p.answers.backend, pool)),
-                runner=runner, root=root, echo=con.say)
+                runner=runner, root=root, echo=con.say, show=con.show_once)
     # This boot's pool state, as unlock writes it at later boots: the agent deploys only onto
     # an unlocked pool.
     made = choices.load(root / choices.PATH.relative_to("/"))

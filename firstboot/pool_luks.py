@@ -67,11 +67,18 @@ def mount_incus(target: str) -> Command:
 
 
 def enroll_tpm2(device: str) -> Command:
+    # An empty --tpm2-public-key= binds to PCR 7 alone: by default cryptenroll would also bind
+    # to the signed PCR 11 policy when the UKI ships its public key (mkosi's SignExpectedPcr),
+    # whose signatures cover initrd phases, not the booted system where unlock runs.
     return Command(("systemd-cryptenroll", "--tpm2-device=auto", f"--tpm2-pcrs={TPM2_PCRS}",
-                    "--unlock-key-file=/dev/stdin", device), stdin="passphrase")
+                    "--tpm2-public-key=", "--unlock-key-file=/dev/stdin", device),
+                   stdin="passphrase")
 
 
 def enroll_recovery_key(device: str) -> Command:
-    # Prints the key once on stdout: shown to the user, never logged nor stored.
+    # Prints the key on stdout (a pipe: the key alone): shown once on the consoles, never
+    # logged nor stored.
     return Command(("systemd-cryptenroll", "--recovery-key", "--unlock-key-file=/dev/stdin",
-                    device), stdin="passphrase", show_output=True)
+                    device), stdin="passphrase",
+                   show_output="Recovery key of the data pool: it unlocks the pool in place of the "
+                               "passphrase. Write it down now: it is shown only this once.")

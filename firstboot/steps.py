@@ -15,7 +15,8 @@ class Command:
     argv: tuple[str, ...]
     stdin: str | None = None  # name of a secret fed on stdin, never its value
     check: bool = True  # False: a failure is expected and harmless (stopping a stopped unit)
-    show_output: bool = False  # print stdout to the console once (the recovery key), never log it
+    # A heading: stdout is shown once on the console under it (the recovery key), never logged.
+    show_output: str = ""
     capture_as: str | None = None  # remember stdout (stripped) under this name for later steps
 
     def __str__(self) -> str:

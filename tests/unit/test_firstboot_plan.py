@@ -12,6 +12,7 @@ from anklume.firstboot import (
     answers,
     apply,
     choices,
+    console,
     diskref,
     disks,
     incus_state,
@@ -251,7 +252,39 @@ def test_tpm2_auto_follows_the_machine() -> None:
     assert "tpm2" not in [s.key for s in plan.make(a, ctx(tpm=False)).steps]
     step = next(s for s in plan.make(a, ctx(tpm=True)).steps if s.key == "tpm2")
     assert [c.argv[1] for c in step.actions] == ["--tpm2-device=auto", "--recovery-key"]
+    # PCR 7 alone: not also the UKI's signed PCR 11 policy, whose phases end in the initrd.
+    assert "--tpm2-pcrs=7" in step.actions[0].argv and "--tpm2-public-key=" in step.actions[0].argv
     assert step.actions[1].show_output and "shown ONCE" in step.details[0]
+
+
+def test_the_recovery_key_is_shown_once_and_never_echoed_to_the_log(tmp_path: Path) -> None:
+    p = plan.make(answers.parse(yml(backend="luks-btrfs"), "a.yml"), ctx(tpm=True))
+    key = "fjbhrtkc-hvbrjugb-ngbrgljt-fvcbedtv-ktjjjfgc-rnicjkcd-bvhlcrct-kbvljbhd"
+
+    def fake(argv: list[str], *, input: object = None, check: bool = True) -> object:
+        class P:
+            stdout = key + "\n" if "--recovery-key" in argv else ""
+        return P()
+
+    logged: list[str] = []
+    shown: list[str] = []
+    apply.apply(p, apply.secrets_of(p, "preseed"), runner=fake, root=tmp_path,
+                echo=logged.append, show=shown.append)
+    assert len(shown) == 1 and key in shown[0] and "shown only this once" in shown[0]
+    assert not any(key in line for line in logged), logged
+
+
+def test_show_once_writes_to_each_kernel_console_not_to_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    active = tmp_path / "active"
+    active.write_text("tty0 ttyS0 ttyGONE\n")
+    for name in ("tty0", "ttyS0"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "ttyGONE").mkdir()  # cannot be opened for writing: skipped, not fatal
+    assert console.show_once("secret\nline", active=active, dev=tmp_path) == 2
+    assert (tmp_path / "ttyS0").read_bytes() == b"secret\r\nline\r\n"
+    assert capsys.readouterr().out == ""
 
 
 # --- argv builders ----------------------------------------------------------------------------

@@ -30,6 +30,9 @@ class Scripted:
         self.prompts.append(prompt)
         return self.secrets.popleft()
 
+    def show_once(self, text: str) -> None:
+        self.out.append(text)
+
     @property
     def text(self) -> str:
         return "\n".join(self.out)

@@ -182,6 +182,7 @@ def boot_and_check(
     cut_power_at: str | None = None,
     report_timeout: float = 1200,
     wizard: bool = False,
+    tpm_state: Path | None = None,
 ) -> Boot:
     """Boot `image` with the check unit; wait for its report and power-off.
 
@@ -201,7 +202,8 @@ def boot_and_check(
     may take to report its result (longer for scripts that reboot several times).
     `wizard`: leave the console setup offer on (anklume-wizard@.service); other boots pass the
     anklume.firstboot.skip credential, as a machine provisioned to stay in live mode would, so
-    that their agent does not wait out the offer's countdown.
+    that their agent does not wait out the offer's countdown. `tpm_state`: a TPM 2.0 (swtpm)
+    keeping its state in this directory (the same one again is the same machine's TPM).
     """
     credentials = dict(credentials or {})
     if not wizard:
@@ -228,6 +230,7 @@ def boot_and_check(
         memory_mib=memory_mib,
         boot_bus=boot_bus,
         ssh_forward_port=port,
+        tpm_state=tpm_state,
         extra_args=[
             *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
             *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),

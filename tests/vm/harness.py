@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from qemu.qmp import QMPClient
 
 QEMU = os.environ.get("ANKLUME_QEMU", "/usr/bin/qemu-system-x86_64")
+SWTPM = "/usr/bin/swtpm"
 OVMF_DIR = Path(os.environ.get("ANKLUME_OVMF_DIR", "/usr/share/OVMF"))
 OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.secboot.fd"
 OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
@@ -299,6 +300,9 @@ class VMSpec:
     # The serial console also takes input (VM.type_serial), e.g. a passphrase at its prompt:
     # a socket chardev that logs all output to serial.log whether a client is connected or not.
     serial_input: bool = False
+    # A TPM 2.0 (swtpm) whose state lives in this directory: the same directory at the next
+    # boot is the same machine's TPM; None: no TPM, as on a machine without one.
+    tpm_state: Path | None = None
 
 
 class VM:
@@ -311,6 +315,7 @@ class VM:
         self.qemu_log = self.log_dir / "qemu.log"
         self.workdir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.swtpm: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
         self.serial = LogWatch(self.serial_log)
         self.channel = LogWatch(self.channel_log)
@@ -386,9 +391,34 @@ class VM:
                 "-device",
                 "virtio-net-pci,netdev=net0",
             ]
+        if s.tpm_state is not None:
+            args += [
+                "-chardev", f"socket,id=tpm0chr,path={self.workdir / 'swtpm.sock'}",
+                "-tpmdev", "emulator,id=tpm0,chardev=tpm0chr",
+                "-device", "tpm-crb,tpmdev=tpm0",
+            ]  # fmt: skip
         for value in s.smbios:
             args += ["-smbios", value]
         return [*args, *s.extra_args]
+
+    def _start_swtpm(self) -> None:
+        """swtpm on a socket QEMU connects to; it ends with QEMU (--terminate)."""
+        assert self.workdir is not None and self.spec.tpm_state is not None
+        if not os.access(SWTPM, os.X_OK):
+            raise VMError(f"{SWTPM} is missing (install swtpm: scripts/setup-host)", self)
+        self.spec.tpm_state.mkdir(parents=True, exist_ok=True)
+        sock = self.workdir / "swtpm.sock"
+        self.swtpm = subprocess.Popen(
+            [SWTPM, "socket", "--tpm2", "--tpmstate", f"dir={self.spec.tpm_state}",
+             "--ctrl", f"type=unixio,path={sock}", "--terminate",
+             "--log", f"file={self.log_dir / 'swtpm.log'},level=1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if self.swtpm.poll() is not None or time.monotonic() > deadline:
+                raise VMError(f"swtpm did not start (see {self.log_dir / 'swtpm.log'})", self)
+            time.sleep(0.05)
 
     def start(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"anklume-vm-{self.spec.name}-"))
@@ -398,6 +428,8 @@ class VM:
         shutil.copyfile(self.spec.vars_template, self.vars_fd)
         self.serial = LogWatch(self.serial_log)
         self.channel = LogWatch(self.channel_log)
+        if self.spec.tpm_state is not None:
+            self._start_swtpm()
         argv = self.argv()
         (self.log_dir / "cmdline.txt").write_text(" ".join(argv) + "\n")
         with self.qemu_log.open("wb") as qlog:
@@ -438,6 +470,11 @@ class VM:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
             self.exit_status = self.proc.returncode
+        if self.swtpm is not None:
+            if self.swtpm.poll() is None:
+                self.swtpm.kill()
+            self.swtpm.wait(10)
+            self.swtpm = None
         if self.workdir is not None:
             # Keep the firmware variables next to the logs: the enrolled keys are reusable.
             if self.vars_fd.exists():

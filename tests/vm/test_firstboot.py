@@ -12,6 +12,7 @@ Each backend is one machine booted twice from the same disks:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -78,7 +79,26 @@ say "storage_driver=$(incus storage show default 2>&1 | sed -n 's/^driver: //p')
 say "storage_source=$(incus storage show default 2>&1 | sed -n 's/^ *source: //p')"
 say "instances=$(incus list --all-projects -c ns --format csv 2>&1 | paste -sd ';' -)"
 say "root_shadow=$(getent shadow root | cut -d: -f2)"
+say "hostid=$(hostid)"
+say "tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)"
 """
+
+# What TPM2 enrolment left: the LUKS tokens, the sealed ZFS passphrase (as a hash), and whether
+# a recovery key (modhex, 8 groups of 8) reached the journal.
+TPM_FACTS = r"""
+dev=$(cryptsetup status anklume-data 2>/dev/null | sed -n 's/^ *device: *//p')
+say "luks_tokens=$([ -n "$dev" ] && cryptsetup luksDump "$dev" \
+    | grep -oE 'systemd-(tpm2|recovery)' | paste -sd, -)"
+say "luks_tpm2_pcrs=$([ -n "$dev" ] && cryptsetup luksDump "$dev" \
+    | sed -n 's/^[[:space:]]*tpm2-hash-pcrs:[[:space:]]*//p' | head -n 1)"
+say "zfs_cred_sha=$(systemd-creds decrypt --name=anklume-pool /var/lib/anklume/pool-key.cred - \
+    2>/dev/null | sha256sum | cut -d' ' -f1)"
+say "journal_recovery_keys=$(journalctl -b -o cat --no-pager \
+    | grep -cE '([cbdefghijklnrtuv]{8}-){7}[cbdefghijklnrtuv]{8}')"
+"""
+RECOVERY_KEY = re.compile(r"(?:[cbdefghijklnrtuv]{8}-){7}[cbdefghijklnrtuv]{8}")
+# The product's ZFS host id (image/postinst): the same in every build and on every stick.
+ZFS_HOSTID = "616e6b6c"
 
 WRITE_MARKER = r"""
 m="anklume-marker-$(cat /proc/sys/kernel/random/uuid)"
@@ -98,9 +118,9 @@ def _hash(password: str) -> str:
     return r.stdout.strip()
 
 
-def _answers(backend: str, root_hash: str, action: str = "create") -> str:
+def _answers(backend: str, root_hash: str, action: str = "create", tpm2: str = "no") -> str:
     return (f"version: 1\naction: {action}\nbackend: {backend}\ndisk: {DATA_DISK_SERIAL}\n"
-            f'passphrase: "{PASSPHRASE}"\npassphrase_confirm: "{PASSPHRASE}"\ntpm2: "no"\n'
+            f'passphrase: "{PASSPHRASE}"\npassphrase_confirm: "{PASSPHRASE}"\ntpm2: "{tpm2}"\n'
             f'admin:\n  root_password_hash: "{root_hash}"\n')
 
 
@@ -153,41 +173,53 @@ def _result(boot: Boot) -> dict:
 
 
 def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool = False,
-           degraded: bool = False) -> tuple[Boot, ...]:
+           degraded: bool = False, tpm_back: bool = False) -> tuple[Boot, ...]:
+    """The first boot has a TPM 2.0 and the answers enrol it; the next ones run without it (the
+    pool moved to a machine without that TPM: the passphrase is asked). `tpm_back`: a last
+    boot with the same TPM again, which unlocks the pool without asking."""
     image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
     data = work / f"{backend}-data.qcow2"
+    tpm = work / "tpm"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
                    check=True, timeout=60)
-    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD)),
+    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD), tpm2="yes"),
              "anklume.infra": INFRA}
     first = boot_and_check(f"pool-{backend}-create", image, data_disk=data, credentials=creds,
-                           script=guest.check_script(POOL_FACTS + WRITE_MARKER, core=False))
+                           tpm_state=tpm,
+                           script=guest.check_script(POOL_FACTS + TPM_FACTS + WRITE_MARKER,
+                                                     core=False))
     typed = ("not the passphrase at all", PASSPHRASE) if wrong_first else (PASSPHRASE,)
     # The same credentials again: once the wizard is done they must change nothing.
     second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
                             script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+    boots = [first, second]
     if degraded:
         # Three wrong passphrases, then Enter at the offer: the boot goes on without the pool.
-        third = boot_and_check(f"pool-{backend}-degraded", image, vars_template=first.vars_after,
-                               data_disk=data, credentials=creds,
-                               console=type_passphrases("wrong one", "wrong two", "wrong three",
-                                                        ""),
-                               script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
-        return first, second, third
-    if not reflash:
-        return first, second
-    # "My stick died, I flashed a new one": a fresh image on a new disk, the same data disk,
-    # answers that import the pool. Everything must come back without a change by the agent.
-    fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
-    creds = {**creds, "anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD),
-                                                            action="import")}
-    # Incus's first start on the adopted state may hang until the wizard restarts it
-    # (firstboot/incus_state.py): a longer wait for the login prompt than the other boots.
-    third = boot_and_check(f"pool-{backend}-reflashed", fresh, vars_template=first.vars_after,
-                           data_disk=data, credentials=creds, timeout=1800,
-                           script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
-    return first, second, third
+        boots.append(boot_and_check(
+            f"pool-{backend}-degraded", image, vars_template=first.vars_after, data_disk=data,
+            credentials=creds,
+            console=type_passphrases("wrong one", "wrong two", "wrong three", ""),
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+    if tpm_back:
+        boots.append(boot_and_check(
+            f"pool-{backend}-tpm", image, vars_template=first.vars_after, data_disk=data,
+            credentials=creds, tpm_state=tpm,
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+    if reflash:
+        # "My stick died, I flashed a new one": a fresh image on a new disk, the same data
+        # disk, answers that import the pool. Everything must come back without a change by
+        # the agent.
+        fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
+        creds = {**creds, "anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD),
+                                                                action="import")}
+        # Incus's first start on the adopted state may hang until the wizard restarts it
+        # (firstboot/incus_state.py): a longer wait for the login prompt than the other boots.
+        boots.append(boot_and_check(
+            f"pool-{backend}-reflashed", fresh, vars_template=first.vars_after, data_disk=data,
+            credentials=creds, timeout=1800,
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+    return tuple(boots)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +231,7 @@ def zfs_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot
 @pytest.fixture(scope="module")
 def luks_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
     return _boots("luks-btrfs", artifacts, tmp_path_factory.mktemp("pool-luks"),
-                  wrong_first=False, degraded=True)
+                  wrong_first=False, degraded=True, tpm_back=True)
 
 
 def _check_created(boot: Boot, backend: str) -> None:
@@ -249,6 +281,11 @@ def test_zfs_pool_created_unattended_holds_incus(zfs_boots: tuple[Boot, ...]) ->
     assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
     assert r["storage_driver"] == "zfs", r["storage_driver"]
     assert r["storage_source"] == "anklume/incus-storage", r["storage_source"]
+    # Not a random host id of this build: an update or a new stick imports the pool as its own.
+    assert r["hostid"] == ZFS_HOSTID, r["hostid"]
+    # TPM2: the passphrase sealed to this machine's TPM decrypts to the passphrase itself.
+    assert r["tpm"] == "2", r["tpm"]
+    assert r["zfs_cred_sha"] == hashlib.sha256(PASSPHRASE.encode()).hexdigest(), _logs(first)
     # Before the wizard's record, the console showed its progress, not a login prompt.
     serial = first.serial
     assert "The data pool is ready" in serial, serial[-3000:]
@@ -277,12 +314,27 @@ def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, 
     assert r["incus_mount"].endswith(" btrfs"), r["incus_mount"]
     assert r["storage_driver"] == "btrfs", r["storage_driver"]
     assert r["storage_source"] == "/run/anklume/pool/incus-storage", r["storage_source"]
+    # TPM2 enrolled (PCR 7) with a recovery key: shown once on the console, never journaled.
+    assert r["tpm"] == "2" and r["luks_tokens"] == "systemd-tpm2,systemd-recovery", \
+        (r["luks_tokens"], _logs(first))
+    assert r["luks_tpm2_pcrs"] == "7", r["luks_tpm2_pcrs"]
+    serial = first.serial
+    shown = serial[serial.index("shown only this once"):]
+    assert RECOVERY_KEY.search(shown), serial[-3000:]
+    assert r["journal_recovery_keys"] == "0", r["journal_recovery_keys"]
 
 
 def test_luks_btrfs_pool_unlocks_and_everything_is_back(luks_boots: tuple[Boot, ...]) -> None:
+    """Without the TPM it was enrolled with, the pool asks for its passphrase."""
     first, second = luks_boots[:2]
     _check_unlocked(first, second)
     assert "wrong passphrase" not in second.serial
+
+
+def test_luks_btrfs_pool_unlocks_with_its_tpm_without_asking(luks_boots: tuple[Boot, ...]) -> None:
+    first, tpm_boot = luks_boots[0], luks_boots[3]
+    _check_unlocked(first, tpm_boot)
+    assert PROMPT not in tpm_boot.serial, tpm_boot.serial[-3000:]
 
 
 def test_zfs_pool_imported_from_a_freshly_flashed_stick(zfs_boots: tuple[Boot, ...]) -> None:
