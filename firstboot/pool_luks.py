@@ -67,9 +67,9 @@ def mount_incus(target: str) -> Command:
 
 
 def enroll_tpm2(device: str) -> Command:
-    # An empty --tpm2-public-key= binds to PCR 7 alone: by default cryptenroll would also bind
-    # to the signed PCR 11 policy when the UKI ships its public key (mkosi's SignExpectedPcr),
-    # whose signatures cover initrd phases, not the booted system where unlock runs.
+    # An empty --tpm2-public-key= binds to PCR 7 alone: by default cryptenroll also binds to a
+    # signed PCR 11 policy whenever it finds a PCR public key (a UKI may ship one), a policy
+    # whose signatures this image does not manage.
     return Command(("systemd-cryptenroll", "--tpm2-device=auto", f"--tpm2-pcrs={TPM2_PCRS}",
                     "--tpm2-public-key=", "--unlock-key-file=/dev/stdin", device),
                    stdin="passphrase")

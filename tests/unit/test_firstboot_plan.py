@@ -252,7 +252,7 @@ def test_tpm2_auto_follows_the_machine() -> None:
     assert "tpm2" not in [s.key for s in plan.make(a, ctx(tpm=False)).steps]
     step = next(s for s in plan.make(a, ctx(tpm=True)).steps if s.key == "tpm2")
     assert [c.argv[1] for c in step.actions] == ["--tpm2-device=auto", "--recovery-key"]
-    # PCR 7 alone: not also the UKI's signed PCR 11 policy, whose phases end in the initrd.
+    # PCR 7 alone: no signed PCR 11 policy (a PCR public key found by cryptenroll by default).
     assert "--tpm2-pcrs=7" in step.actions[0].argv and "--tpm2-public-key=" in step.actions[0].argv
     assert step.actions[1].show_output and "shown ONCE" in step.details[0]
 
