@@ -1,12 +1,15 @@
 """The first-boot wizard on the booted appliance (issue #8), unattended from an answers file.
 
-Each backend is one machine booted twice from the same disks:
-1. First boot: the answers (a systemd credential, as a hypervisor would hand them in) create
-   an encrypted pool on the blank data disk, Incus's state moves onto it, the agent deploys a
-   small infra.yml (also a credential) onto the pool, and a file is written inside a container.
-2. Second boot: the pool is found by its stable id, the passphrase is typed on the serial
-   console (for ZFS a wrong one first), and the container and its file are back while the
-   agent applies no change. Root's console login needs the password the answers set.
+Each backend is one machine booted several times from the same disks:
+1. First boot, with a TPM 2.0 (swtpm): the answers (a systemd credential, as a hypervisor
+   would hand them in) create an encrypted pool on the blank data disk and enrol the TPM,
+   Incus's state moves onto it, the agent deploys a small infra.yml (also a credential) onto
+   the pool, and a file is written inside a container.
+2. Second boot, without the TPM: the pool is found by its stable id, the passphrase is typed on
+   the serial console (for ZFS a wrong one first), and the container and its file are back
+   while the agent applies no change. Root's console login needs the password the answers set.
+3. ZFS: the pool imported from a freshly flashed stick. LUKS: three wrong passphrases then
+   "continue" (degraded, healthy), and a boot with the TPM back that unlocks without asking.
 """
 
 from __future__ import annotations
