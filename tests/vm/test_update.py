@@ -305,8 +305,8 @@ say "mm.esp=$(ls "$(bootctl --print-esp-path)/EFI/Linux" | paste -sd' ')"
 def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_comes_back(
         artifacts, builds: Builds, scratch: Path) -> None:
     """Failure injection: V2's signed UKI put on the ESP with one boot try, without its /usr
-    slot (a payload that does not match). Its initrd waits for a /usr that is not there, stops,
-    counts down and restarts instead of hanging; systemd-boot then boots V1 by itself."""
+    slot (a payload that does not match). Its initrd finds that slot missing from the boot disk,
+    stops, counts down and restarts instead of hanging; systemd-boot then boots V1 by itself."""
     image = scratch / "mismatch.raw"
     flash_to_stick(artifacts.raw, image)
     uki = next(builds.b2.glob(f"anklume_{builds.v2}.efi"))
@@ -320,9 +320,12 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
     too_early = [r"ANKLUME-TEST check=started"]
 
     def body(vm: harness.VM) -> tuple[str, guest.Report]:
-        # V2's initrd: no partition with the UUID its usrhash= names.
+        # V2's initrd: no partition with the UUID its usrhash= names, said as soon as the boot
+        # disk's partition table is known (not after the device job's 90 s).
+        vm.wait_for(r"anklume: this version's /usr slot is not on the boot disk",
+                    fail_patterns=too_early, timeout=600)
         vm.wait_for(r"anklume: the boot stopped in the initrd", fail_patterns=too_early,
-                    timeout=600)
+                    timeout=120)
         vm.wait_for(r"anklume: Restarting in 30 s", fail_patterns=too_early, timeout=60)
         resets = vm.resets()
         vm.qmp.wait_event("RESET", timeout=120, since=len(vm.qmp.events))
