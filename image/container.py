@@ -26,10 +26,11 @@ NAME = "debian-13"
 SERVES = ("images:debian/13", "images:debian/trixie", "debian/13")
 ALIAS = "anklume/debian-13"
 DESCRIPTION_FILE = "image.json"
-# xz: Incus unpacks with the OS's tar, which has xz (not zstd). Measured on this tree: gzip
-# 35.0 MB, xz -6 22.6 MB (the tarball is already compressed, so squashfs cannot shrink it):
-# ~12 MB off the OS slot for ~25 s of packing on 2 cores.
-TARBALL = "image.tar.xz"
+# zstd: Incus's dir driver (live mode: Incus's state in RAM) unpacks the tarball once per new
+# instance, so its decompression is paid for every container of a deploy; zstd decodes ~7x
+# faster than xz (host, this tarball: 0.3 s vs 2.3 s) for 24.2 MB instead of xz -6's 22.6 MB
+# (the slot's squashfs cannot shrink either). Incus runs `tar --zstd`: the OS ships zstd.
+TARBALL = "image.tar.zst"
 
 _TEMPLATES = {
     "hostname.tpl": "{{ instance.name }}\n",
@@ -73,7 +74,7 @@ def metadata(version: str, created: int) -> str:
 
 
 def pack(rootfs: Path, dest: Path, version: str) -> Path:
-    """Write `dest/<NAME>/{image.tar.xz,image.json}` from the mkosi tree; returns the json."""
+    """Write `dest/<NAME>/{image.tar.zst,image.json}` from the mkosi tree; returns the json."""
     if not (rootfs / "usr").is_dir():
         raise FileNotFoundError(f"{rootfs} is not a root file system tree")
     out = dest / NAME
@@ -91,7 +92,7 @@ def pack(rootfs: Path, dest: Path, version: str) -> Path:
         # the tree; the tree's top directory becomes rootfs/ as Incus expects.
         run([
             "tar", "--create", "--file", str(tarball), "--numeric-owner", "--xattrs",
-            "--xattrs-include=*", "--use-compress-program=xz -6 -T0",
+            "--xattrs-include=*", "--use-compress-program=zstd -19 -T0 -q",
             "-C", str(meta), "metadata.yaml", "templates",
             "-C", str(rootfs.parent), f"--transform=s,^{rootfs.name},rootfs,S",
             rootfs.name,
