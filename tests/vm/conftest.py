@@ -6,6 +6,9 @@ QEMU they fail with the reason, they never skip. Missing KVM is not a failure (T
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -42,8 +45,6 @@ BOOT_FAILURES = [
 FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
 
 
-_SESSION_START = time.time()  # conftest is imported when the session starts
-
 
 def log_dir_for(name: str) -> Path:
     return LOG_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
@@ -63,6 +64,48 @@ def qemu_host() -> str:
     return harness.detect_accel()
 
 
+# Parallel workers (pytest-xdist) share build/: the first to need the image builds it, under a
+# lock; the others find it stamped with this run's id and skip `anklume build` (whose no-change
+# run still costs 1-2 minutes).
+RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+BUILT_FOR_RUN = ".built-for-run"
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    # Not inside build/: the build may replace that directory.
+    key = hashlib.sha256(str(BUILD_DIR.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"anklume-build-{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _built_in_this_run() -> bool:
+    stamp = BUILD_DIR / BUILT_FOR_RUN
+    return bool(RUN_ID) and stamp.is_file() and stamp.read_text() == RUN_ID
+
+
+def _build() -> None:
+    LOG_ROOT.mkdir(parents=True, exist_ok=True)
+    build_log = LOG_ROOT / "build.log"
+    anklume = REPO / ".venv" / "bin" / "anklume"
+    cmd = [str(anklume) if anklume.exists() else "anklume", "build"]
+    t0 = time.monotonic()
+    with build_log.open("wb") as out:
+        r = subprocess.run(
+            cmd,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=45 * 60,
+        )
+    if r.returncode != 0:
+        tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-40:])
+        pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}); log {build_log}:\n{tail}")
+    print(f"image build: {time.monotonic() - t0:.0f} s (log {build_log})")
+
+
 @pytest.fixture(scope="session")
 def artifacts(qemu_host: str):  # -> anklume.image.artifacts.Artifacts
     """The built image, brought up to date with `anklume build` (incremental, so fast when
@@ -70,24 +113,11 @@ def artifacts(qemu_host: str):  # -> anklume.image.artifacts.Artifacts
     from anklume.image import artifacts as art
 
     if os.environ.get("ANKLUME_VM_NO_BUILD") != "1":
-        LOG_ROOT.mkdir(parents=True, exist_ok=True)
-        build_log = LOG_ROOT / "build.log"
-        anklume = REPO / ".venv" / "bin" / "anklume"
-        cmd = [str(anklume) if anklume.exists() else "anklume", "build"]
-        t0 = time.monotonic()
-        with build_log.open("wb") as out:
-            r = subprocess.run(
-                cmd,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=45 * 60,
-            )
-        if r.returncode != 0:
-            tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-40:])
-            pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}); log {build_log}:\n{tail}")
-        print(f"image build: {time.monotonic() - t0:.0f} s (log {build_log})")
+        with _build_lock():
+            if not _built_in_this_run():
+                _build()
+                if RUN_ID:
+                    (BUILD_DIR / BUILT_FOR_RUN).write_text(RUN_ID)
     try:
         return art.find(BUILD_DIR)
     except art.ArtifactsNotFound as e:
@@ -412,17 +442,3 @@ def record_timing(vm: harness.VM, text: str) -> None:
     line = f"{vm.spec.name}: accel={vm.accel} resets={vm.resets()}: {text}"
     (vm.log_dir / "timing.txt").write_text(line + "\n")
     print(line)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Boot timings of this run at the end of the output (CI logs keep them)."""
-    lines = []
-    if LOG_ROOT.is_dir():
-        for t in sorted(LOG_ROOT.glob("*/timing.txt")):
-            if t.stat().st_mtime >= _SESSION_START:
-                lines.append(t.read_text().strip())
-    if lines:
-        terminalreporter.section("VM boot timings")
-        for line in lines:
-            terminalreporter.write_line(line)
-        terminalreporter.write_line(f"logs: {LOG_ROOT}")

@@ -1,0 +1,95 @@
+"""Suite-wide hooks: how the tests are spread over parallel workers, and the boot timings.
+
+scripts/test runs pytest-xdist (`-n 2 --dist loadgroup --no-loadscope-reorder`): a QEMU boot
+under TCG keeps about 1.4 of 2 cores busy (measured: 0.72 busy over main-boot), so a second
+worker fills the rest. Tests that share an expensive fixture (a chain of boots of one disk, a
+module's boots, the host's one Incus daemon) must stay in one worker, or each worker would
+repeat the boots, or two would drive the same Incus at once. Work is handed out in collection
+order, so the longest groups come first and the unit tests last, to fill the gaps at the end.
+Without -n all of this only reorders the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_LOG_ROOT = Path(os.environ.get(
+    "ANKLUME_TEST_LOGS", Path(os.environ.get("ANKLUME_BUILD_DIR", REPO / "build")) / "test-logs"))
+_SESSION_START = time.time()
+
+# (group, fixtures whose users form it), longest first: about 25 min of boots and two builds
+# for the updates, 13 min for the stick's chain of four boots, 9 and 7 for the pools.
+_FIXTURE_GROUPS = [
+    ("update", {"builds", "update_run"}),
+    ("stick", {"stick", "main_boot", "second_boot", "toram_boot", "small_ram_boot"}),
+    ("pool-luks", {"luks_boots"}),
+    ("pool-zfs", {"zfs_boots"}),
+    ("console-setup", {"console_setup"}),
+]
+_INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
+
+
+def _group(item: pytest.Item) -> str | None:
+    names = set(getattr(item, "fixturenames", ()))
+    for group, fixtures in _FIXTURE_GROUPS:
+        if names & fixtures:
+            return group
+    if Path(str(item.path)).is_relative_to(REPO / "tests" / "integration"):
+        return _INCUS_GROUP
+    return None
+
+
+def _rank(item: pytest.Item, group: str | None) -> int:
+    order = [g for g, _ in _FIXTURE_GROUPS]
+    if group in order:
+        return order.index(group)
+    in_vm = Path(str(item.path)).is_relative_to(REPO / "tests" / "vm")
+    return len(order) + (0 if in_vm else 1 if group == _INCUS_GROUP else 2)
+
+
+# A wrapper: its part before `yield` runs before xdist's hook reads the xdist_group marks
+# (tryfirst does not order it before that hook).
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]
+                                  ) -> Iterator[None]:
+    keyed = []
+    for i, item in enumerate(items):
+        group = _group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        keyed.append((_rank(item, group), i, item))
+    items[:] = [item for _, _, item in sorted(keyed, key=lambda k: k[:2])]
+    result = yield
+    # xdist passes the group to its scheduler as a suffix of the node id. When that suffix is
+    # missing, grouped tests would be spread out: each worker would repeat the boots, and two
+    # would drive the one Incus at once. Stop instead.
+    if getattr(config.option, "loadgroup", False):  # set in xdist workers only
+        lost = [i.nodeid for i in items
+                if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+        if lost:
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {len(lost)} tests (first: {lost[0]}); this pytest "
+                "and pytest-xdist do not work together (see pyproject.toml)")
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Boot timings of this run at the end of the output (CI logs keep them). Here, not in
+    tests/vm: with xdist only this conftest is loaded by the process that reports."""
+    lines = []
+    if _LOG_ROOT.is_dir():
+        for t in sorted(_LOG_ROOT.glob("*/timing.txt")):
+            if t.stat().st_mtime >= _SESSION_START:
+                lines.append(t.read_text().strip())
+    if lines:
+        terminalreporter.section("VM boot timings")
+        for line in lines:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"logs: {_LOG_ROOT}")
+
