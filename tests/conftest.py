@@ -23,8 +23,7 @@ _LOG_ROOT = Path(os.environ.get(
     "ANKLUME_TEST_LOGS", Path(os.environ.get("ANKLUME_BUILD_DIR", REPO / "build")) / "test-logs"))
 _SESSION_START = time.time()
 
-# (group, fixtures whose users form it), longest first: about 25 min of boots and two builds
-# for the updates, 13 min for the stick's chain of four boots, 9 and 7 for the pools.
+# (group, fixtures whose users form it).
 _FIXTURE_GROUPS = [
     ("update", {"builds", "update_run"}),
     ("stick", {"stick", "main_boot", "second_boot", "toram_boot", "small_ram_boot"}),
@@ -33,6 +32,11 @@ _FIXTURE_GROUPS = [
     ("console-setup", {"console_setup"}),
 ]
 _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
+# The order work is handed out in. The updates first: two more image builds and about 25 min of
+# boots. The Incus tests next: the other worker runs them while the first one builds the image
+# (a cold build is mostly single-threaded package installation). Then the stick's chain of four
+# boots (~13 min), the pools (9 and 7), the other boots, and the unit tests last, as filler.
+_ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "console-setup"]
 
 
 def _group(item: pytest.Item) -> str | None:
@@ -46,11 +50,10 @@ def _group(item: pytest.Item) -> str | None:
 
 
 def _rank(item: pytest.Item, group: str | None) -> int:
-    order = [g for g, _ in _FIXTURE_GROUPS]
-    if group in order:
-        return order.index(group)
+    if group in _ORDER:
+        return _ORDER.index(group)
     in_vm = Path(str(item.path)).is_relative_to(REPO / "tests" / "vm")
-    return len(order) + (0 if in_vm else 1 if group == _INCUS_GROUP else 2)
+    return len(_ORDER) + (0 if in_vm else 1)
 
 
 # A wrapper: its part before `yield` runs before xdist's hook reads the xdist_group marks
