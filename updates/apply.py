@@ -44,7 +44,8 @@ def apply(
                            hint="boot the normal entry with the stick plugged in, then apply")
     st = state.load(state_path)
     v = stage.prepare(src, staging, anchors, running=running, allow_downgrade=allow_downgrade,
-                      failed=st.failed_versions, runner=runner, progress=progress)
+                      failed=st.failed_versions, set_aside=frozenset(st.set_aside),
+                      runner=runner, progress=progress)
     for line in summary(v, running, src.describe()):
         echo(line)
     if not yes and not confirm(f"install {v.manifest.version}?"):
@@ -54,6 +55,7 @@ def apply(
     # Remembered before the write: if this version later fails its boots, status knows it was
     # the one installed (a failed install leaves no entry, so it is never counted as failed).
     st.last_installed = v.manifest.version
+    st.set_aside = {}  # it lived in the slot that is now written
     state.save(st, state_path)
     sysupdate.install(definitions, v.manifest.version, reboot=reboot, runner=install_runner)
     return v

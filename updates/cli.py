@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """Say what the source offers and whether this system would install it.
         Exit 0 installable, 1 refused (the reason is printed)."""
         from anklume.updates import apply as apply_mod
-        from anklume.updates import sources, stage, status
+        from anklume.updates import sources, stage, state, status
 
         anchors = _anchors(update_cert, db_cert)
         running = status.running_version()
@@ -81,12 +81,12 @@ def register(app: typer.Typer) -> None:
         if download:
             v = stage.prepare(src, _work_dir() / "staging", anchors, running=running,
                               allow_downgrade=allow_downgrade, failed=failed,
-                              progress=_progress())
+                              set_aside=frozenset(state.load().set_aside), progress=_progress())
             for line in apply_mod.summary(v, running, src.describe()):
                 typer.echo(line)
             return
         m = stage.check(src, anchors, running=running, allow_downgrade=allow_downgrade,
-                        failed=failed)
+                        failed=failed, set_aside=frozenset(state.load().set_aside))
         typer.echo(f"{m.version} is available from {src.describe()} (running {running}); "
                    f"manifest signature and compatibility verified")
         for f in m.files:
@@ -133,18 +133,37 @@ def register(app: typer.Typer) -> None:
 
     @up.command("rollback")
     def rollback(yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-                 reboot: bool = typer.Option(False, "--reboot", help="Reboot now.")) -> None:
-        """Make the other installed version the default boot entry (on purpose)."""
-        from anklume.updates import bootctl, status
+                 reboot: bool = typer.Option(False, "--reboot", help="Reboot into it now."),
+                 db_cert: Path | None = _DB_CERT) -> None:
+        """Boot the other installed version from now on (its UKI and /usr slot are checked
+        first). The version left stays installed: rollback again returns to it."""
+        from anklume.updates import bootctl, rollback, state, status
         from anklume.updates.errors import ApplyRefused
 
+        cert = db_cert or _anchors(None, None).db_cert
         running = status.running_version()
-        target = bootctl.rollback_target(bootctl.entries(), running)
-        if not yes and not typer.confirm(f"boot {target.version} ({target.id}) by default?",
-                                         default=False):
+        _remember_fallback(running)
+        st = state.load()
+        p = rollback.plan(bootctl.entries(), running, st)
+        typer.echo(f"checking {p.target.version} ({p.target.path.name}): Secure Boot signature, "
+                   "its /usr slot block by block...")
+        rollback.check_target(p.target, cert)
+        if not yes and not typer.confirm(
+                f"boot {p.target.version} instead of {running} from now on?", default=False):
             raise ApplyRefused("not confirmed: nothing changed")
-        bootctl.set_default(target.id)
-        typer.echo(f"default entry is now {target.id}")
+        # Recorded first: a version renamed to no tries left without this record would be
+        # taken for a failed boot.
+        before = dict(st.set_aside)
+        st.set_aside = {running: f"rolled back to {p.target.version}"}
+        state.save(st)
+        try:
+            nxt = rollback.execute(p, bootctl.entries)
+        except BaseException:
+            st.set_aside = before
+            state.save(st)
+            raise
+        typer.echo(f"next boot: {nxt.version} ({nxt.path.name}); {running} stays installed in "
+                   "the other slot (`anklume update rollback` boots it again)")
         if reboot:
             from anklume.updates.runner import system
 

@@ -6,6 +6,8 @@
 - The running version must be at least the update's `min_version` (it may rely on a migration
   that version brought); this cannot be overridden.
 - A version that failed to boot is not offered again: only a different (newer) one is.
+- A version that `update rollback` set aside is still installed in the other slot: rollback
+  boots it again; installing it anew is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from anklume.updates.errors import VersionRefused
 def check(
     candidate: str, min_version: str | None, running: str, *,
     allow_downgrade: bool = False, failed: frozenset[str] | set[str] = frozenset(),
+    set_aside: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     if min_version is not None and versions.newer(min_version, running):
         raise VersionRefused(
@@ -34,6 +37,10 @@ def check(
         raise VersionRefused(
             f"{candidate} failed to boot on this machine before and is not offered again",
             hint="wait for a newer version")
+    if candidate in set_aside:
+        raise VersionRefused(
+            f"{candidate} is installed in the other slot (set aside by `anklume update "
+            "rollback`)", hint="`anklume update rollback` boots it again")
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,18 @@ class BootEntry:
     tries_done: int | None
     is_default: bool
     is_selected: bool
+    path: str | None = None  # the file on the ESP (None: only reported by the boot loader)
 
 
-def fallback_from(running: str, last_installed: str | None, entries: list[BootEntry]) -> str | None:
+def fallback_from(running: str, last_installed: str | None, entries: list[BootEntry],
+                  set_aside: frozenset[str] | set[str] = frozenset()) -> str | None:
     """The version this boot fell back from, if any: the last installed one is newer than the
     running one and its entry has no tries left (systemd-boot gave up on it). A deliberate
-    `update rollback` leaves the newer entry with tries (or blessed), so it is not a failure."""
+    `update rollback` also leaves the newer entry with no tries left, but records the version
+    as set aside: not a failure."""
     if last_installed is None or not versions.valid(last_installed):
+        return None
+    if last_installed in set_aside:
         return None
     if not versions.newer(last_installed, running):
         return None

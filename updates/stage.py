@@ -34,21 +34,22 @@ def read_manifest(src: Source, anchors: Anchors, *, compat: dict | None = None
 
 
 def check(src: Source, anchors: Anchors, *, running: str, allow_downgrade: bool = False,
-          failed: frozenset[str] = frozenset(), compat: dict | None = None) -> manifest.Manifest:
+          failed: frozenset[str] = frozenset(), set_aside: frozenset[str] = frozenset(),
+          compat: dict | None = None) -> manifest.Manifest:
     """The verified manifest of what the source offers, if this system may install it."""
     m, *_ = read_manifest(src, anchors, compat=compat)
     policy.check(m.version, m.min_version, running, allow_downgrade=allow_downgrade,
-                 failed=failed)
+                 failed=failed, set_aside=set_aside)
     return m
 
 
 def prepare(src: Source, staging: Path, anchors: Anchors, *, running: str,
             allow_downgrade: bool = False, failed: frozenset[str] = frozenset(),
-            compat: dict | None = None, runner: Runner = system,
-            progress: Progress | None = None) -> verify.Verified:
+            set_aside: frozenset[str] = frozenset(), compat: dict | None = None,
+            runner: Runner = system, progress: Progress | None = None) -> verify.Verified:
     m, data, sig, prefix = read_manifest(src, anchors, compat=compat)
     policy.check(m.version, m.min_version, running, allow_downgrade=allow_downgrade,
-                 failed=failed)
+                 failed=failed, set_aside=set_aside)
     _fresh(staging, keep={f.name for f in m.files})
     (staging / manifest.MANIFEST).write_bytes(data)
     (staging / manifest.SIGNATURE).write_bytes(sig)

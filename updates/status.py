@@ -9,6 +9,7 @@ from pathlib import Path
 
 from anklume.updates import policy, versions
 from anklume.updates.policy import BootEntry
+from anklume.updates.rollback import Uki, ukis
 from anklume.updates.slot import Slot
 from anklume.updates.state import State
 
@@ -44,6 +45,7 @@ class Report:
     fell_back_from: str | None
     failed: list[str]
     slot: Slot | None = None  # the /usr slot this boot runs from (None: unknown)
+    set_aside: frozenset[str] = frozenset()
 
 
 def report(running: str, entries: list[BootEntry], st: State,
@@ -51,8 +53,10 @@ def report(running: str, entries: list[BootEntry], st: State,
     pending = [e for e in entries if e.version and versions.valid(e.version)
                and versions.newer(e.version, running) and (e.tries_left or 0) > 0]
     return Report(running=running, entries=entries, pending=pending,
-                  fell_back_from=policy.fallback_from(running, st.last_installed, entries),
-                  failed=sorted(st.failed, key=versions.key), slot=slot)
+                  fell_back_from=policy.fallback_from(running, st.last_installed, entries,
+                                                      frozenset(st.set_aside)),
+                  failed=sorted(st.failed, key=versions.key), slot=slot,
+                  set_aside=frozenset(st.set_aside))
 
 
 def record_fallback(st: State, r: Report) -> bool:
@@ -64,15 +68,35 @@ def record_fallback(st: State, r: Report) -> bool:
     return True
 
 
+def _state(u: Uki, r: Report) -> str:
+    """One installed version's state, in words."""
+    if u.version == r.running:
+        if u.tries_left:
+            return f"running, on trial ({u.tries_left} tries left after this one)"
+        return "running, blessed" if u.tries_left is None else "running (chosen in the boot menu)"
+    if u.tries_left:
+        return f"installed, boots next on trial ({u.tries_left} tries)"
+    if u.tries_left == 0 and u.version in r.set_aside:
+        return "set aside by `anklume update rollback` (rollback boots it again)"
+    if u.tries_left == 0 or u.version in r.failed:
+        return "failed to boot (systemd-boot fell back)"
+    return "the previous version (`anklume update rollback` boots it)"
+
+
 def lines(r: Report) -> list[str]:
     where = ("" if r.slot is None else " (from RAM)" if r.slot.name == "RAM"
              else f" (slot {r.slot.name}, {r.slot.device})")
-    out = [f"running: {r.running}{where}"]
-    for e in r.entries:
-        tags = [t for t, on in (("default", e.is_default), ("booted", e.is_selected)) if on]
-        if e.tries_left is not None:
-            tags.append(f"tries left {e.tries_left}, done {e.tries_done}")
-        out.append(f"  entry {e.id} ({e.version or '?'}){': ' + ', '.join(tags) if tags else ''}")
+    us = ukis(r.entries)
+    ours = next((u for u in us if u.version == r.running), None)
+    out = [f"running: {r.running}{where}" + (f", {_state(ours, r).removeprefix('running, ')}"
+                                             if ours and ours.tries_left is None else "")]
+    nxt = next((u for u in us if u.default), None)
+    out.append(f"next boot: {nxt.version}" if nxt
+               else "next boot: not an anklume version (see `bootctl list`)")
+    out.append("installed:")
+    for u in us:
+        slot = "this slot" if u.version == r.running else "other slot"
+        out.append(f"  {u.version:12} {slot:10} {_state(u, r)}")
     if r.pending:
         out.append("pending: " + ", ".join(e.version or e.id for e in r.pending)
                    + " (boots next; counts as good once the health gate passes)")

@@ -33,8 +33,9 @@ BOOTCTL_FELL_BACK = json.dumps([
 ])
 BOOTCTL_PENDING = json.dumps([
     {"id": "anklume_0.2.0.efi", "version": "0.2.0", "triesLeft": 3, "triesDone": 0,
-     "isDefault": True, "isSelected": False},
-    {"id": "anklume_0.1.0.efi", "version": "0.1.0", "isDefault": False, "isSelected": True},
+     "path": "/efi/EFI/Linux/anklume_0.2.0+3-0.efi", "isDefault": True, "isSelected": False},
+    {"id": "anklume_0.1.0.efi", "version": "0.1.0", "path": "/efi/EFI/Linux/anklume_0.1.0.efi",
+     "isDefault": False, "isSelected": True},
     {"id": "auto-reboot-to-firmware-setup", "isDefault": False, "isSelected": False},
 ])
 
@@ -181,22 +182,10 @@ def test_status_lists_pending_entry_and_tries():
     r = status.report("0.1.0", bootctl.parse(BOOTCTL_PENDING), state.State())
     assert [e.version for e in r.pending] == ["0.2.0"]
     text = "\n".join(status.lines(r))
-    assert "entry anklume_0.2.0.efi (0.2.0): default, tries left 3, done 0" in text
-    assert "entry anklume_0.1.0.efi (0.1.0): booted" in text
+    assert "next boot: 0.2.0" in text
+    assert "0.2.0        other slot installed, boots next on trial (3 tries)" in text, text
+    assert "0.1.0        this slot  running, blessed" in text, text
     assert "pending: 0.2.0" in text
-
-
-def test_rollback_sets_the_other_entry_as_default():
-    run = FakeRunner({"list": (0, BOOTCTL_PENDING)})
-    target = bootctl.rollback_target(bootctl.entries(run), running="0.2.0")
-    bootctl.set_default(target.id, run)
-    assert run.calls == [["bootctl", "list", "--json=short", "--no-pager"],
-                         ["bootctl", "set-default", "anklume_0.1.0.efi"]]
-
-
-def test_rollback_refuses_an_entry_that_already_failed():
-    with pytest.raises(PermanentError, match=r"anklume_0.2.0.efi \(tries left 0\)"):
-        bootctl.rollback_target(bootctl.parse(BOOTCTL_FELL_BACK), running="0.1.0")
 
 
 def test_running_version_from_os_release(tmp_path):
