@@ -332,13 +332,16 @@ def build(
     echo(f"building the shipped container image (log: {ct_log})")
     # Its own incremental cache: mkosi keys caches by distribution~release~arch only, so a
     # shared one would make each image evict the other's (and the OS rebuild ZFS every time).
-    ct_argv = [*mkosi, *container.mkosi_args(paths.repo, version, paths.staging,
+    ct_argv = [*mkosi, *container.mkosi_args(paths.repo, paths.staging,
                                              paths.cache / "mkosi-container", paths.packages)]
     _log.debug("+ %s", " ".join(ct_argv))
     rc = _stream(ct_argv, ct_log)
     if rc != 0:
         raise BuildError(f"mkosi failed with status {rc} (container image)", hint=f"see {ct_log}")
-    container.pack(paths.staging / container.OUTPUT, paths.inputs / "images", version)
+    _, reused = container.pack(paths.staging / container.OUTPUT, paths.inputs / "images",
+                               paths.cache / "container-packs")
+    echo("container image: " + ("same tree as an earlier build, its packed image reused"
+                                if reused else "packed"))
     logfile = paths.build_dir / "mkosi.log"
     argv = [*mkosi, *mkosi_args(paths, version, ks)]
     echo(f"building {artifacts.output_name(version)} (log: {logfile})")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from anklume.agent import images
@@ -56,7 +59,50 @@ def test_resolve_and_substitute_only_touch_served_names(tmp_path):
 
 
 def test_container_metadata_is_what_incus_expects():
-    meta = json.loads(container.metadata("1.2.3", 1700000000))
+    meta = json.loads(container.metadata("0123456789ab", 1700000000))
     assert meta["architecture"] == "x86_64" and meta["creation_date"] == 1700000000
-    assert meta["properties"]["serial"] == "1.2.3"
+    assert meta["properties"]["serial"] == "0123456789ab"
     assert meta["templates"]["/etc/hostname"]["template"] == "hostname.tpl"
+
+
+def _tree(root: Path) -> Path:
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "tool").write_text("#!/bin/sh\necho hi\n")
+    (root / "usr" / "bin" / "tool").chmod(0o755)
+    (root / "etc").mkdir()
+    (root / "etc" / "hostname.link").symlink_to("../usr/bin/tool")
+    return root
+
+
+def test_the_container_image_is_keyed_on_its_tree_not_on_the_build(tmp_path):
+    """Issue #18: the same tree built again (new timestamps) reuses the packed tarball byte for
+    byte; a changed file, mode or link makes a new one."""
+    cache = tmp_path / "packs"
+    tree = _tree(tmp_path / "build1" / "root")
+    desc, reused = container.pack(tree, tmp_path / "out1", cache)
+    assert not reused
+    first = (desc.parent / container.TARBALL).read_bytes()
+    fingerprint = json.loads(desc.read_text())["fingerprint"]
+    assert hashlib.sha256(first).hexdigest() == fingerprint
+    meta = subprocess.run(["tar", "--zstd", "-xOf", str(desc.parent / container.TARBALL),
+                           "metadata.yaml"], capture_output=True, text=True, check=True).stdout
+    assert "version" not in json.loads(meta)["properties"]["description"]
+
+    again = _tree(tmp_path / "build2" / "root")
+    os.utime(again / "usr" / "bin" / "tool", (1, 1))  # another build: other timestamps
+    desc2, reused = container.pack(again, tmp_path / "out2", cache)
+    assert reused and (desc2.parent / container.TARBALL).read_bytes() == first
+
+    for change in (lambda r: (r / "usr" / "bin" / "tool").write_text("#!/bin/sh\necho ho\n"),
+                   lambda r: (r / "usr" / "bin" / "tool").chmod(0o700),
+                   lambda r: ((r / "etc" / "hostname.link").unlink(),
+                              (r / "etc" / "hostname.link").symlink_to("/elsewhere"))):
+        other = _tree(tmp_path / f"build-{len(list(tmp_path.iterdir()))}" / "root")
+        change(other)
+        assert container.tree_digest(other) != container.tree_digest(again)
+    # Old packs are pruned, the ones in use kept.
+    for i in range(container.KEEP_PACKS + 1):
+        t = _tree(tmp_path / f"prune{i}" / "root")
+        (t / "usr" / "n").write_text(str(i))
+        container.pack(t, tmp_path / f"pout{i}", cache)
+    assert len(list(cache.iterdir())) == container.KEEP_PACKS
