@@ -10,6 +10,7 @@ last table that does not load falls back to the default. Nothing touches the hos
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -65,12 +66,29 @@ def ping(ns: str, ip: str) -> bool:
     return in_ns(ns, "busybox", "ping", "-c", "1", "-W", "2", ip, check=False).returncode == 0
 
 
+def listening(ns: str, port: int) -> bool:
+    """A TCP socket in LISTEN state on `port` in the namespace (/proc/net/tcp, tcp6)."""
+    tables = in_ns(ns, "cat", "/proc/net/tcp", "/proc/net/tcp6", check=False).stdout
+    return re.search(rf":{port:04X} [0-9A-F]+:0000 0A ", tables) is not None
+
+
+def wait_listening(ns: str, port: int, srv: subprocess.Popen, timeout: float = 10) -> None:
+    # Readiness by looking, not by sleeping: under load (a TCG guest beside) the listener may
+    # take longer than any fixed pause to bind, and the control would fail (issue #18).
+    deadline = time.monotonic() + timeout
+    while not listening(ns, port):
+        if srv.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"busybox nc in {ns} is not listening on {port} "
+                                 f"(exit status {srv.poll()})")
+        time.sleep(0.05)
+
+
 def tcp(ns: str, listener_ns: str, ip: str, port: int) -> bool:
     """A real TCP connection from ns to ip:port, served by busybox nc in listener_ns."""
     srv = subprocess.Popen(["ip", "netns", "exec", listener_ns, "busybox", "nc", "-l", "-p",
                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        wait_listening(listener_ns, port, srv)
         subprocess.run(["ip", "netns", "exec", ns, "busybox", "nc", "-w", "2", ip,
                             str(port)], input="hello\n", capture_output=True, text=True,
                            timeout=10)

@@ -162,6 +162,14 @@ class Lab:
         for m, port in ((B, 8080), (B, 8081), (A, 8080)):
             self.exec(m, "sh", "-c", f"nc -ll -p {port} -e echo open-{m}-{port} "
                       "</dev/null >/dev/null 2>&1 &")
+        # Readiness by looking (a LISTEN socket in /proc/net/tcp), not by hoping it bound.
+        for m, port in ((B, 8080), (B, 8081), (A, 8080)):
+            deadline = time.monotonic() + 30
+            while self.exec(m, "grep", "-sqE", f":{port:04X} [0-9A-F]+:0000 0A ",
+                            "/proc/net/tcp", "/proc/net/tcp6", check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nc in {m} is not listening on {port} after 30 s")
+                time.sleep(0.2)
 
     def exec(self, m: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         return _incus("exec", m, "--project", PROJECTS[m], "--", *argv, check=check,
