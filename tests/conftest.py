@@ -12,6 +12,7 @@ Without -n all of this only reorders the tests.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -83,6 +84,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     return result
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Read by the VM harness: each QEMU run records the group whose test started it.
+    mark = item.get_closest_marker("xdist_group")
+    os.environ["ANKLUME_TEST_GROUP"] = (mark.args[0] if mark and mark.args
+                                        else Path(str(item.path)).stem)
+
+
+def _boot_costs() -> list[str]:
+    """QEMU runs and their wall time per test group, from the harness's qemu-run.json files."""
+    per: dict[str, list[float]] = {}
+    for f in _LOG_ROOT.glob("*/qemu-run.json"):
+        if f.stat().st_mtime < _SESSION_START:
+            continue
+        try:
+            d = json.loads(f.read_text())
+        except ValueError:
+            continue
+        per.setdefault(d.get("group") or "?", []).append(float(d.get("seconds", 0)))
+    lines = [f"{g}: {len(s)} QEMU runs, {sum(s):.0f} s" for g, s in sorted(
+        per.items(), key=lambda kv: -sum(kv[1]))]
+    if per:
+        total = [x for s in per.values() for x in s]
+        lines.append(f"all: {len(total)} QEMU runs, {sum(total):.0f} s of guest time "
+                     f"(wall time of each run, two at a time with -n 2)")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Boot timings of this run at the end of the output (CI logs keep them). Here, not in
     tests/vm: with xdist only this conftest is loaded by the process that reports."""
@@ -96,4 +125,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for line in lines:
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"logs: {_LOG_ROOT}")
+    costs = _boot_costs() if _LOG_ROOT.is_dir() else []
+    if costs:
+        terminalreporter.section("QEMU runs per test group")
+        for line in costs:
+            terminalreporter.write_line(line)
 

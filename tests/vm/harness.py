@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -333,7 +334,14 @@ class VM:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        seconds = self.elapsed() if self.started_at else 0.0
         self.stop()
+        # For the run's cost summary (tests/conftest.py): one file per QEMU run, with the
+        # test group that ran it (set per test by tests/conftest.py).
+        with contextlib.suppress(OSError):
+            (self.log_dir / "qemu-run.json").write_text(json.dumps({
+                "vm": self.spec.name, "seconds": round(seconds, 1), "resets": self.resets(),
+                "group": os.environ.get("ANKLUME_TEST_GROUP", "")}) + "\n")
 
     @property
     def vars_fd(self) -> Path:
