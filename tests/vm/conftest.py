@@ -40,7 +40,7 @@ BOOT_FAILURES = [
     r"(?i)security violation",
 ]
 
-# Under TCG one boot is ~40 s to multi-user; the first boot adds OVMF's key enrolment reboot.
+# Under TCG one boot is ~40 s to multi-user; a boot from setup mode adds the key enrolment reboot.
 # These are ceilings for a hang, not expectations.
 FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
 
@@ -193,10 +193,28 @@ def _keyscan(port: int, deadline: float) -> list[str]:
     return []
 
 
+def ready_vars() -> Path:
+    """Firmware variables with our keys enrolled and no boot menu (harness.enrolled_vars), made
+    once per test process from the built image's certificate: every boot that does not test
+    the enrolment starts from them, instead of paying systemd-boot's enrolment and reset."""
+    global _READY_VARS
+    if _READY_VARS is None:
+        import json
+
+        dest = log_dir_for("ready-vars") / f"OVMF_VARS-{os.getpid()}.fd"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        key_dir = Path(json.loads((BUILD_DIR / "build.json").read_text())["key_dir"])
+        _READY_VARS = harness.enrolled_vars(key_dir / "db.crt", dest)
+    return _READY_VARS
+
+
+_READY_VARS: Path | None = None
+
+
 def boot_and_check(
     name: str,
     image: Path,
-    vars_template: Path = harness.OVMF_VARS,
+    vars_template: Path | None = None,
     timeout: float = FIRST_BOOT_TIMEOUT,
     script: str | None = None,
     *,
@@ -230,9 +248,11 @@ def boot_and_check(
     `cut_power_at`: a pattern on the test channel at which QEMU is quit at once (a power
     cut); the report is what the guest said until then. `report_timeout`: how long the guest
     may take to report its result (longer for scripts that reboot several times).
-    `wizard`: leave the console setup offer on (anklume-wizard@.service); other boots pass the
-    anklume.firstboot.skip credential, as a machine provisioned to stay in live mode would, so
-    that their agent does not wait out the offer's countdown. `tpm_state`: a TPM 2.0 (swtpm)
+    `vars_template`: the firmware variables to start from (default: ready_vars(), keys
+    enrolled; harness.OVMF_VARS for setup mode). `wizard`: leave the console setup offer on
+    (anklume-wizard@.service); other boots pass the anklume.firstboot.skip credential, as a
+    machine provisioned to stay in live mode would, so that their agent does not wait out the
+    offer's countdown. `tpm_state`: a TPM 2.0 (swtpm)
     keeping its state in this directory (the same one again is the same machine's TPM).
     """
     credentials = dict(credentials or {})
@@ -251,7 +271,7 @@ def boot_and_check(
         name=name,
         disk=image,
         log_dir=log_dir_for(name),
-        vars_template=vars_template,
+        vars_template=vars_template or ready_vars(),
         disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
         smbios=(guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {})
                 + guest.extra_credentials(credentials)),
@@ -390,10 +410,11 @@ def stick(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stick
 @pytest.fixture(scope="session")
 def main_boot(stick: Stick) -> Boot:
     """The one boot that most checks share (boots are the expensive part under TCG): fresh
-    firmware variables, so it also goes through Secure Boot key enrolment and its reboot. The
+    firmware variables (setup mode), so it also goes through Secure Boot key enrolment and its
+    reboot: the one boot that proves systemd-boot's enrolment (all others start enrolled). The
     agent deploys the embedded default infra; at the end the check writes a broken infra.yml
     onto the persistent partition (the path unit applies it at once)."""
-    return boot_and_check("main-boot", stick.path, ssh=True,
+    return boot_and_check("main-boot", stick.path, ssh=True, vars_template=harness.OVMF_VARS,
                           script=guest.check_script(guest.AGENT_FACTS + guest.EDIT_INFRA))
 
 
