@@ -96,7 +96,7 @@ def lines(r: Report) -> list[str]:
     out.append("installed:")
     for u in us:
         slot = "this slot" if u.version == r.running else "other slot"
-        out.append(f"  {u.version:12} {slot:10} {_state(u, r)}")
+        out.append(f"  {u.version:12} {slot:11} {_state(u, r)}")
     if r.pending:
         out.append("pending: " + ", ".join(e.version or e.id for e in r.pending)
                    + " (boots next; counts as good once the health gate passes)")

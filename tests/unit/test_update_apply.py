@@ -183,8 +183,8 @@ def test_status_lists_pending_entry_and_tries():
     assert [e.version for e in r.pending] == ["0.2.0"]
     text = "\n".join(status.lines(r))
     assert "next boot: 0.2.0" in text
-    assert "0.2.0        other slot installed, boots next on trial (3 tries)" in text, text
-    assert "0.1.0        this slot  running, blessed" in text, text
+    assert "0.2.0        other slot  installed, boots next on trial (3 tries)" in text, text
+    assert "0.1.0        this slot   running, blessed" in text, text
     assert "pending: 0.2.0" in text
 
 
