@@ -32,13 +32,17 @@ _FIXTURE_GROUPS = [
     ("pool-luks", {"luks_boots"}),
     ("pool-zfs", {"zfs_boots"}),
     ("console-setup", {"console_setup"}),
+    ("update-mismatch", {"v2_build"}),
 ]
 _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
 # The order work is handed out in. The updates first: two more image builds and about 25 min of
 # boots. The Incus tests next: the other worker runs them while the first one builds the image
 # (a cold build is mostly single-threaded package installation). Then the stick's chain of four
-# boots (~13 min), the pools (9 and 7), the other boots, and the unit tests last, as filler.
-_ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "console-setup"]
+# boots (~13 min), the pools (9 and 7), the mismatched update (its own machine, off the update
+# run's worker: it reuses V2's build, made under the build lock), the other boots, and the unit
+# tests last, as filler.
+_ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "console-setup",
+          "update-mismatch"]
 
 
 def _group(item: pytest.Item) -> str | None:

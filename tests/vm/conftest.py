@@ -72,7 +72,7 @@ BUILT_FOR_RUN = ".built-for-run"
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
+def build_lock() -> Iterator[None]:
     # Not inside build/: the build may replace that directory.
     key = hashlib.sha256(str(BUILD_DIR.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"anklume-build-{key}.lock", "w") as f:
@@ -113,7 +113,7 @@ def artifacts(qemu_host: str):  # -> anklume.image.artifacts.Artifacts
     from anklume.image import artifacts as art
 
     if os.environ.get("ANKLUME_VM_NO_BUILD") != "1":
-        with _build_lock():
+        with build_lock():
             if not _built_in_this_run():
                 _build()
                 if RUN_ID:

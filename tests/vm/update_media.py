@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import LOG_ROOT, REPO
+from conftest import BUILT_FOR_RUN, LOG_ROOT, REPO, RUN_ID, build_lock
 
 STICK_LABEL = "ANKLUME-UPD"  # updates/source_usb.py: the documented label
 # Agent work is not what these boots are about: no domains, so the real health gate passes
@@ -37,10 +37,22 @@ def _anklume() -> str:
 
 def build_version(version: str) -> Path:
     """`anklume build --version` of this tree into build/update-<version>/ (reused as it is
-    with ANKLUME_VM_NO_BUILD=1 when it exists)."""
+    with ANKLUME_VM_NO_BUILD=1 when it exists). One build at a time (the image build's lock),
+    and once per test run: a second worker needing the same version reuses it."""
     out = REPO / "build" / f"update-{version}"
     if os.environ.get("ANKLUME_VM_NO_BUILD") == "1" and (out / "build.json").is_file():
         return out
+    with build_lock():
+        stamp = out / BUILT_FOR_RUN
+        if RUN_ID and stamp.is_file() and stamp.read_text() == RUN_ID:
+            return out
+        _build_version(version, out)
+        if RUN_ID:
+            stamp.write_text(RUN_ID)
+    return out
+
+
+def _build_version(version: str, out: Path) -> None:
     log = LOG_ROOT / f"build-{version}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as f:
@@ -50,7 +62,6 @@ def build_version(version: str) -> Path:
     if r.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         pytest.fail(f"building {version} failed ({r.returncode}), log {log}:\n{tail}")
-    return out
 
 
 def publish(build_dir: Path, tree: Path) -> None:
