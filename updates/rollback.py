@@ -30,6 +30,7 @@ from anklume.updates.errors import UpdateRefused
 from anklume.updates.policy import BootEntry
 from anklume.updates.runner import Runner, system
 from anklume.updates.state import State
+from anklume.updates.verity_sig import partition_uuids
 
 from anklume.errors import PermanentError
 
@@ -141,14 +142,6 @@ def usrhash(uki: Path) -> str:
     return found.pop()
 
 
-def slot_uuids(root_hash: str) -> tuple[str, str]:
-    """The partition UUIDs of a /usr slot: its data and verity partitions carry the first and
-    the last 128 bits of the root hash (what systemd-repart writes and the initrd looks for)."""
-    def uuid(h: str) -> str:
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-    return uuid(root_hash[:32]), uuid(root_hash[32:])
-
-
 def check_target(target: Uki, db_cert: Path, runner: Runner = system,
                  by_partuuid: Path = BY_PARTUUID) -> None:
     """RollbackRefused unless the target would boot: signed for this machine's db, its /usr
@@ -161,7 +154,7 @@ def check_target(target: Uki, db_cert: Path, runner: Runner = system,
     except UkiSignatureInvalid as e:
         raise RollbackRefused(f"{target.version} would not boot: {e}") from None
     h = usrhash(target.path)
-    data_uuid, hash_uuid = slot_uuids(h)
+    data_uuid, hash_uuid = partition_uuids(h)
     data, hashes = by_partuuid / data_uuid, by_partuuid / hash_uuid
     missing = [f"{what} partition {p.name}" for what, p in (("data", data), ("verity", hashes))
                if not p.exists()]

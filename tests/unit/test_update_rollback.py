@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from anklume.updates import bootctl, policy, rollback, state, status
+from anklume.updates import bootctl, policy, rollback, state, status, verity_sig
 from anklume.updates.errors import VersionRefused
 from anklume.updates.rollback import RollbackRefused
 from test_update_fixtures import keyset, make_uki, other_keyset  # noqa: F401
@@ -109,7 +109,7 @@ def _slot(tmp_path: Path, by_partuuid: Path) -> tuple[str, Path]:
                          capture_output=True, text=True).stdout
     root = next(line.split()[-1] for line in out.splitlines() if line.startswith("Root hash"))
     by_partuuid.mkdir()
-    for uuid, f in zip(rollback.slot_uuids(root), (data, hashes), strict=True):
+    for uuid, f in zip(verity_sig.partition_uuids(root), (data, hashes), strict=True):
         (by_partuuid / uuid).symlink_to(f)
     return root, data
 
