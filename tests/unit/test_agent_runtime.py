@@ -577,6 +577,25 @@ def test_health_cli_prints_one_line_per_check(dirs, monkeypatch):
     assert CliRunner().invoke(app, ["agent", "health"]).exit_code == 0
 
 
+def test_health_waits_for_a_slow_incus_and_fails_a_dead_one():
+    # A busy Incus that answers on its third try passes (real sleeps: 0.5 s + 1 s of backoff).
+    incus = FlakyIncus(failures=2)
+    assert health._incus_error(10.0, incus) is None
+    assert [p for _, p, _ in incus.requests] == ["/1.0"] * 3
+    dead = health._incus_error(0.2, FlakyIncus(failures=99))
+    assert dead is not None and "did not answer within 0.2 s" in dead
+
+
+def test_health_does_not_hang_on_a_wedged_incus():
+    class Wedged:
+        def get(self, path, **kw):
+            threading.Event().wait(30)  # a daemon that accepts and never answers
+
+    t0 = time.monotonic()
+    assert health._incus_error(0.3, Wedged()) == "no answer within 0.3 s"
+    assert time.monotonic() - t0 < 5
+
+
 # -------------------------------------------------------------------- status and notify
 
 def test_status_without_a_result_says_so(dirs):
