@@ -4,9 +4,12 @@ the shared way for a command to get a validated Infra."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from anklume.agent.model import Infra
+
+if TYPE_CHECKING:
+    from anklume.agent.model import Infra
 
 PATH_ARG = typer.Argument(
     None, help="infra.yml or an infra/ directory (default: the embedded default infra).",

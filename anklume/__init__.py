@@ -1,5 +1,6 @@
 """anklume: an appliance OS of isolated, encrypted compartments."""
 
-from importlib import resources
+from pathlib import Path
 
-__version__ = resources.files(__package__).joinpath("VERSION").read_text().strip()
+# A plain read, not importlib.resources: this runs in every `anklume` command (see cli.py).
+__version__ = (Path(__file__).parent / "VERSION").read_text().strip()

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import typer
-from anklume.signing import keys
+from anklume.signing import DEFAULT_KEY_DIR  # keys (cryptography) loads in the command
 
 
 def register(app: typer.Typer) -> None:
@@ -13,11 +13,13 @@ def register(app: typer.Typer) -> None:
     def generate(
         dir: Path | None = typer.Option(
             None, "--dir",
-            help=f"Key directory (default $ANKLUME_KEY_DIR or {keys.DEFAULT_KEY_DIR}).",
+            help=f"Key directory (default $ANKLUME_KEY_DIR or {DEFAULT_KEY_DIR}).",
         ),
         force: bool = typer.Option(False, "--force", help="Replace an existing key set."),
     ) -> None:
         """Create the Secure Boot db key/cert and the verity/update signing key/cert."""
+        from anklume.signing import keys
+
         ks = keys.generate(dir, force=force)
         typer.echo(f"keys written to {ks.dir}:")
         for p in ks.paths():

@@ -12,14 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from anklume.signing import DEFAULT_KEY_DIR
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from anklume.errors import PermanentError
-
-DEFAULT_KEY_DIR = Path("/var/lib/anklume/keys")
 
 # Firmware implementations only reliably verify RSA-2048 signatures in the db; the kernel's
 # dm-verity signature check (PKCS#7) accepts the same, so both keys use it.

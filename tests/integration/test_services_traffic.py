@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from anklume.agent.cli_reconcile import format_plan
 from anklume.agent.model import GlobalSettings, Infra
+from anklume.agent.plan_text import format_plan
 from anklume.agent.reconcile import reconcile
 from anklume.agent.validate import load
 

@@ -287,7 +287,7 @@ def test_firewall_is_planned_from_desired_and_observed_tables(infra):
 
 
 def test_firewall_change_renders_as_rule_lines(infra):
-    from anklume.agent.cli_reconcile import format_action
+    from anklume.agent.plan_text import format_action
 
     d = want(infra)
     live = replace(d.firewall, rules=d.firewall.rules[1:])

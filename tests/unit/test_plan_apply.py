@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from anklume.agent.apply import apply, image_source
-from anklume.agent.cli_reconcile import format_plan, format_result
 from anklume.agent.desired import desired
 from anklume.agent.incus_api import IncusError
 from anklume.agent.incus_state import parse
 from anklume.agent.plan import plan
+from anklume.agent.plan_text import format_plan, format_result
 from anklume.agent.validate import load
 
 from anklume.errors import AnklumeError

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 from anklume.agent.apply import apply
-from anklume.agent.cli_reconcile import format_plan
 from anklume.agent.plan import KEPT_STOPPED, Op, plan
+from anklume.agent.plan_text import format_plan
 from anklume.agent.resources import IMAGE_KEY, Kind
 from anklume.agent.validate import load
 from test_plan import IMAGE, edit_machine, machine, observed, ops, want
