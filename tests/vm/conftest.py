@@ -85,6 +85,15 @@ def _built_in_this_run() -> bool:
     return bool(RUN_ID) and stamp.is_file() and stamp.read_text() == RUN_ID
 
 
+def below_boots() -> None:
+    """preexec_fn of the update builds (V2, V3), which run beside other workers' boots: niced
+    (10), so a QEMU guest gets the CPU first. A build is only slower; a guest starved of CPU
+    misses its own deadlines (watchdog, health gate) and fails for the wrong reason: CI saw a
+    21 s RCU stall in a guest on the 2-core host. The first image build is not niced: nothing
+    boots before it is done, and every boot waits for it."""
+    os.nice(10)
+
+
 def _build() -> None:
     LOG_ROOT.mkdir(parents=True, exist_ok=True)
     build_log = LOG_ROOT / "build.log"

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BUILT_FOR_RUN, LOG_ROOT, REPO, RUN_ID, build_lock
+from conftest import BUILT_FOR_RUN, LOG_ROOT, REPO, RUN_ID, below_boots, build_lock
 
 STICK_LABEL = "ANKLUME-UPD"  # updates/source_usb.py: the documented label
 # Agent work is not what these boots are about: no domains, so the real health gate passes
@@ -58,7 +58,7 @@ def _build_version(version: str, out: Path) -> None:
     with log.open("wb") as f:
         r = subprocess.run([_anklume(), "build", "--version", version, "--build-dir", str(out)],
                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=f,
-                           stderr=subprocess.STDOUT, timeout=30 * 60)
+                           stderr=subprocess.STDOUT, timeout=30 * 60, preexec_fn=below_boots)
     if r.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         pytest.fail(f"building {version} failed ({r.returncode}), log {log}:\n{tail}")
