@@ -300,6 +300,11 @@ say "mm.version=$IMAGE_VERSION"
 say "mm.count_path=$(efistr LoaderBootCountPath-$G)"
 say "mm.health=$(systemctl is-active anklume-health.service)"
 say "mm.esp=$(ls "$(bootctl --print-esp-path)/EFI/Linux" | paste -sd' ')"
+# Rollback has nowhere to go: the only other version is one systemd-boot gave up on.
+out=$(anklume update rollback --yes 2>&1); rc=$?
+say "mm.rollback_rc=$rc"
+say "mm.rollback_b64=$(printf '%s' "$out" | base64 -w0)"
+say "mm.esp_after=$(ls "$(bootctl --print-esp-path)/EFI/Linux" | paste -sd' ')"
 """
 
 
@@ -352,3 +357,10 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
     assert r.get("mm.count_path") == "missing", r.get("mm.count_path")  # V1 is not on trial
     esp = r.get("mm.esp").split()
     assert f"anklume_{v2}+0-1.efi" in esp and f"anklume_{v1}.efi" in esp, esp
+    # `update rollback` refuses to go back to the version that never booted, says why, and
+    # renames nothing (#24).
+    why = decode(r.get("mm.rollback_b64"))
+    assert r.get("mm.rollback_rc") == "1", why
+    assert "no other version to roll back to" in why and v2 in why, why
+    assert "failed to boot here" in why or "gave up on it" in why, why
+    assert r.get("mm.esp_after") == r.get("mm.esp")
