@@ -288,15 +288,36 @@ def test_retry_raises_permanent_errors_at_once():
     assert calls == [1] and c.slept == []
 
 
-def test_pool_is_created_only_when_missing():
+def test_pool_is_created_only_when_missing(tmp_path):
     inc = FlakyIncus(0, pools=())
-    assert boot.ensure_pool(inc) is True
-    assert ("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir",
-                                           "description": inc.requests[-1][2]["description"]}) \
-        == inc.requests[-1]
+    assert boot.ensure_pool(inc, tmp_path) is True
+    method, path, body = inc.requests[-1]
+    assert (method, path, body["name"], body["driver"]) == (
+        "POST", "/1.0/storage-pools", "default", "btrfs")
+    st = os.statvfs(tmp_path)
+    assert body["config"] == {"size": f"{max(st.f_bavail * st.f_frsize // 2**20, 256)}MiB"}
     inc = FlakyIncus(0, pools=("default",))
-    assert boot.ensure_pool(inc) is False
+    assert boot.ensure_pool(inc, tmp_path) is False
     assert [m for m, _, _ in inc.requests] == ["GET"]
+
+
+def test_pool_falls_back_to_dir_when_btrfs_cannot_be_made(tmp_path):
+    class NoBtrfs(FlakyIncus):
+        def request(self, method, path, *, project=None, params=None, body=None):
+            if method == "POST" and body["driver"] == "btrfs":
+                self.requests.append((method, path, body))
+                raise IncusError("Failed to run: mkfs.btrfs: not found")
+            return super().request(method, path, project=project, params=params, body=body)
+
+    inc = NoBtrfs(0, pools=())
+    assert boot.ensure_pool(inc, tmp_path) is True
+    assert [b["driver"] for m, _, b in inc.requests if m == "POST"] == ["btrfs", "dir"]
+    assert inc.pools == ["default"]
+
+
+def test_live_pool_size_is_the_room_left_with_a_floor():
+    assert boot.live_pool(3 * 2**30)["config"]["size"] == "3072MiB"
+    assert boot.live_pool(0)["config"]["size"] == "256MiB"
 
 
 # ------------------------------------------------------------------------------ the boot
