@@ -10,8 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from anklume.agent import atomic
-
+from anklume import atomic
 from anklume.errors import PermanentError
 
 PATH = Path("/var/lib/anklume/firstboot.json")

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from anklume.agent import atomic
 from anklume.firstboot import choices as choices_mod
 from anklume.firstboot import incus_state, pool_luks, pool_zfs
 from anklume.firstboot.plan import ZFS_KEY_CRED
 from anklume.firstboot.steps import Command
 
-from anklume import log
+from anklume import atomic, log
 from anklume.errors import AnklumeError, CommandError
 from anklume.run import run
 

@@ -25,7 +25,7 @@ def _anchors(update_cert: Path | None, db_cert: Path | None):
 
 
 def _work_dir() -> Path:
-    from anklume.agent.paths import run_dir
+    from anklume.paths import run_dir
 
     return run_dir() / "update"
 

@@ -8,9 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.agent.paths import state_dir
-
 from anklume.errors import PermanentError
+from anklume.paths import state_dir
 
 STATE_FILE = "update-state.json"
 

@@ -13,7 +13,8 @@ from anklume.agent.addressing import (
     parse_legacy_base,
 )
 from anklume.agent.model import TrustLevel
-from anklume.agent.problems import Report
+
+from anklume.problems import Report
 
 T = TrustLevel
 

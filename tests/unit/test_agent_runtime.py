@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from anklume.agent import boot, health, last_result, lock, nft_live, paths, retry, sdnotify
+from anklume.agent import boot, health, last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.apply import Outcome, Result
 from anklume.agent.incus_api import IncusError, IncusUnavailable
 from anklume.agent.last_result import Counts, LastResult
@@ -25,6 +25,7 @@ from anklume.agent.plan import Action, Note, Op, Plan
 from anklume.agent.reconcile import Report
 from anklume.agent.resources import Kind
 
+from anklume import paths
 from anklume.errors import PermanentError
 
 ANKLUME = str(Path(sys.executable).parent / "anklume")
