@@ -82,7 +82,8 @@ def unlock() -> None:
 def status() -> None:
     """The recorded choices and the pool's state at this boot."""
     from anklume.firstboot import choices
-    from anklume.firstboot.unlock import STATUS
+
+    from anklume import paths
 
     c = choices.load()
     if c is None:
@@ -93,7 +94,8 @@ def status() -> None:
                f"pool: {c.backend} {c.pool_name} ({pool_id}) on {c.disk_by_id}\n"
                f"tpm2: {'enrolled' if c.tpm2 else 'no'}\n"
                f"local models: {', '.join(c.gpu_models) or 'none'} ({c.gpu_reason})")
-    typer.echo(STATUS.read_text().rstrip() if STATUS.exists() else "pool state: unknown "
+    status = paths.pool_status_file()
+    typer.echo(status.read_text().rstrip() if status.exists() else "pool state: unknown "
                "(unlock has not run at this boot)")
 
 

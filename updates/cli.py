@@ -25,9 +25,9 @@ def _anchors(update_cert: Path | None, db_cert: Path | None):
 
 
 def _work_dir() -> Path:
-    from anklume.paths import run_dir
+    from anklume.paths import update_work_dir
 
-    return run_dir() / "update"
+    return update_work_dir()
 
 
 def _remember_fallback(running: str) -> frozenset[str]:

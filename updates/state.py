@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anklume.errors import PermanentError
-from anklume.paths import state_dir
-
-STATE_FILE = "update-state.json"
+from anklume.paths import update_state_file
 
 
 @dataclass
@@ -27,7 +25,7 @@ class State:
 
 
 def path() -> Path:
-    return state_dir() / STATE_FILE
+    return update_state_file()
 
 
 def load(p: Path | None = None) -> State:

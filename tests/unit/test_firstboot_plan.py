@@ -22,6 +22,7 @@ from anklume.firstboot import (
 )
 from anklume.firstboot.steps import Command, Record, WriteFile
 
+from anklume import paths
 from anklume.errors import CommandError
 
 FIX = Path(__file__).parent / "fixtures" / "firstboot"
@@ -235,7 +236,7 @@ def test_import_zfs_by_guid_keeps_the_pool_and_its_state() -> None:
                             "cachefile=none", "12724534129873459386")
     assert pool[1] == Command(("zfs", "load-key", "anklume"), stdin="passphrase")
     incus = [a.argv for a in p.steps[-2].actions]
-    assert ("cp", "-a", "--", "/var/lib/incus/.", incus_state.STAGING) not in incus
+    assert ("cp", "-a", "--", "/var/lib/incus/.", str(paths.incus_staging())) not in incus
     assert ("incus", "admin", "init", "--preseed") not in incus
 
 
