@@ -87,7 +87,7 @@ def lock_file() -> Path:
 
 
 def pool_status_file() -> Path:
-    """This boot's state of the data pool (firstboot/pool_status.py)."""
+    """This boot's state of the data pool (anklume/pool_status.py)."""
     return run_dir() / "pool-status"
 
 

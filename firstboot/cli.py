@@ -83,7 +83,7 @@ def status() -> None:
     """The recorded choices and the pool's state at this boot."""
     from anklume.firstboot import choices
 
-    from anklume import paths
+    from anklume import pool_status
 
     c = choices.load()
     if c is None:
@@ -94,8 +94,8 @@ def status() -> None:
                f"pool: {c.backend} {c.pool_name} ({pool_id}) on {c.disk_by_id}\n"
                f"tpm2: {'enrolled' if c.tpm2 else 'no'}\n"
                f"local models: {', '.join(c.gpu_models) or 'none'} ({c.gpu_reason})")
-    status = paths.pool_status_file()
-    typer.echo(status.read_text().rstrip() if status.exists() else "pool state: unknown "
+    st = pool_status.read()
+    typer.echo(st.to_text().rstrip() if st else "pool state: unknown "
                "(unlock has not run at this boot)")
 
 

@@ -18,8 +18,9 @@ from anklume.firstboot import choices as choices_mod
 from anklume.firstboot import incus_state, pool_luks, pool_zfs
 from anklume.firstboot.steps import Command
 
-from anklume import atomic, log, paths
+from anklume import log, paths, pool_status
 from anklume.errors import AnklumeError, CommandError
+from anklume.pool_status import PoolStatus
 from anklume.run import run
 
 _log = log.get("firstboot")
@@ -75,11 +76,8 @@ Ask = Callable[[str], str | None]  # prompt -> typed text (None: no answer)
 
 def write_status(state: str, reason: str, c: choices_mod.Choices,
                  path: Path | None = None) -> None:
-    pool_id = c.zpool_guid or c.luks_uuid
-    reason = " ".join(reason.split())  # one line: readers parse key=value lines
-    atomic.write_text(path or paths.pool_status_file(),
-                      f"state={state}\nreason={reason}\nbackend={c.backend}\n"
-                      f"pool={c.pool_name}\npool_id={pool_id}\ndisk={c.disk_by_id}\n")
+    pool_status.write(PoolStatus(state, reason, c.backend, c.pool_name,
+                                 c.zpool_guid or c.luks_uuid or "", c.disk_by_id), path)
 
 
 def unlock(pool: Pool, ask: Ask, say: Callable[[str], None]) -> Decision:
