@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anklume.agent.model import TrustLevel
-
 from anklume.problems import Report
 
 STATIC_FIRST, STATIC_LAST = 1, 99

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anklume import __version__, atomic, log, paths, pool_status
 from anklume.agent import last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.nft_rules import FAMILY, TABLE
 from anklume.agent.resources import Kind
-
-from anklume import __version__, atomic, log, paths, pool_status
 from anklume.errors import AnklumeError
 
 _log = log.get("boot")

@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from anklume import log, paths
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.model import frozen_map
 from anklume.agent.resources import Kind, State
-
-from anklume import log, paths
 from anklume.errors import AnklumeError, CommandError
 from anklume.run import run
 

@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 from anklume.agent.schema import suggest
-
 from anklume.problems import KeyPath, Locator, Problem, Report, ValidationError, describe
 from anklume.yamlfile import parse
 

@@ -14,7 +14,6 @@ from anklume.agent.model import (
     Profile,
     SharedVolumeMount,
 )
-
 from anklume.problems import KeyPath, Report, describe, format_path
 
 MACHINE_NAME_MAX = 63

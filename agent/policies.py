@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from anklume.agent import schema, values
 from anklume.agent.model import Endpoint, NetworkPolicy
-
 from anklume.problems import KeyPath, Report, describe
 
 

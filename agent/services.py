@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from anklume.agent import policies, schema, values
 from anklume.agent.model import InstanceType, ServiceGrant
-
 from anklume.problems import KeyPath, Report, describe
 
 

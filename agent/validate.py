@@ -40,7 +40,6 @@ from anklume.agent.model import (
     bridge_name,
     frozen_map,
 )
-
 from anklume.problems import (
     KeyPath,
     Locator,

@@ -8,7 +8,6 @@ import re
 from collections.abc import Mapping
 
 from anklume.agent.schema import suggest
-
 from anklume.problems import KeyPath, Report, describe
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")

@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.firstboot import admin, diskref, passphrase
-
 from anklume import yamlfile
 from anklume.errors import PermanentError
+from anklume.firstboot import admin, diskref, passphrase
 from anklume.problems import Problem, ValidationError
 
 VERSION = 1

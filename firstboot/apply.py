@@ -11,12 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
+from anklume import atomic, log, paths
+from anklume.errors import AnklumeError, PermanentError
 from anklume.firstboot import choices, console
 from anklume.firstboot.plan import Plan
 from anklume.firstboot.steps import Command, Record, WriteFile
-
-from anklume import atomic, log, paths
-from anklume.errors import AnklumeError, PermanentError
 from anklume.run import run as run_command
 
 _log = log.get("firstboot")

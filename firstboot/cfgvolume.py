@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anklume.firstboot.answers import VOLUME_LABEL
-
 from anklume import paths
+from anklume.firstboot.answers import VOLUME_LABEL
 from anklume.run import run
 
 DEVICE = Path("/dev/disk/by-label") / VOLUME_LABEL

@@ -51,9 +51,8 @@ def console_cmd(
     first console to answer takes it; the others wait for it. Always exits 0."""
     import os
 
-    from anklume.firstboot import console, flow, offer
-
     from anklume.errors import AnklumeError
+    from anklume.firstboot import console, flow, offer
 
     tty = os.path.basename(os.ttyname(0)) if os.isatty(0) else "?"
     con = console.Tty()
@@ -81,9 +80,8 @@ def unlock() -> None:
 @firstboot.command()
 def status() -> None:
     """The recorded choices and the pool's state at this boot."""
-    from anklume.firstboot import choices
-
     from anklume import pool_status
+    from anklume.firstboot import choices
 
     c = choices.load()
     if c is None:

@@ -13,12 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from anklume import paths
 from anklume.firstboot import answers, apply, choices, diskref, incus_state
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.wizard import HashPassword, hash_password, run_wizard
-
-from anklume import paths
 from anklume.run import run as run_command
 
 DONE, FAILED, INVALID, DECLINED, NO_ANSWERS = 0, 1, 2, 3, 4

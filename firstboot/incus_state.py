@@ -9,10 +9,10 @@ mounted over it, Incus starts again, and only then is the `default` storage pool
 from __future__ import annotations
 
 import yaml
-from anklume.firstboot import pool_luks, pool_zfs
-from anklume.firstboot.steps import Command
 
 from anklume import paths
+from anklume.firstboot import pool_luks, pool_zfs
+from anklume.firstboot.steps import Command
 
 INCUS_DIR = "/var/lib/incus"  # Incus's own state directory (not anklume's)
 STORAGE_POOL = "default"  # the name the agent's profiles use (agent/desired.py)

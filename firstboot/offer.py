@@ -21,7 +21,6 @@ from typing import TextIO
 
 from anklume.firstboot.console import Console
 from anklume.firstboot.flow import DECLINED, DONE
-
 from anklume.paths import run_dir
 
 CLAIM = "wizard-console"  # holds the name of the console that took the wizard

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from anklume import paths
+from anklume.errors import PermanentError
 from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs
 from anklume.firstboot.answers import Answers
 from anklume.firstboot.disks import MIN_POOL_BYTES, Disk
 from anklume.firstboot.steps import Command, Record, Step, WriteFile
-
-from anklume import paths
-from anklume.errors import PermanentError
 
 GiB = 1024**3
 _SIGNATURES = {"gpt": "a GPT partition table", "dos": "an MBR partition table",

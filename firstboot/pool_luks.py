@@ -6,9 +6,8 @@ the pool pointer before anything runs, and the record never depends on parsing t
 
 from __future__ import annotations
 
-from anklume.firstboot.steps import Command
-
 from anklume import paths
+from anklume.firstboot.steps import Command
 
 MAPPER = "anklume-data"
 MAPPED = f"/dev/mapper/{MAPPER}"

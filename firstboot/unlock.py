@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from anklume import log, paths, pool_status
+from anklume.errors import AnklumeError, CommandError
 from anklume.firstboot import choices as choices_mod
 from anklume.firstboot import incus_state, pool_luks, pool_zfs
 from anklume.firstboot.steps import Command
-
-from anklume import log, paths, pool_status
-from anklume.errors import AnklumeError, CommandError
 from anklume.pool_status import PoolStatus
 from anklume.run import run
 

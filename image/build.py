@@ -20,12 +20,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from anklume.image import artifacts, container
-from anklume.signing import keys
-
 from anklume import log
 from anklume.errors import PermanentError
+from anklume.image import artifacts, container
 from anklume.paths import cache_dir, tools_dir
+from anklume.signing import keys
 
 _log = log.get("image")
 

@@ -33,9 +33,8 @@ def _work_dir() -> Path:
 def _remember_fallback(running: str) -> frozenset[str]:
     """Record a fallback seen in the boot entries (if bootctl can tell), then return the
     versions never to offer again."""
-    from anklume.updates import bootctl, state, status
-
     from anklume.errors import AnklumeError
+    from anklume.updates import bootctl, state, status
 
     st = state.load()
     try:

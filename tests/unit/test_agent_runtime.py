@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from anklume import paths
 from anklume.agent import boot, health, last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.apply import Outcome, Result
 from anklume.agent.incus_api import IncusError, IncusUnavailable
@@ -24,8 +26,6 @@ from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.plan import Action, Note, Op, Plan
 from anklume.agent.reconcile import Report
 from anklume.agent.resources import Kind
-
-from anklume import paths
 from anklume.errors import PermanentError
 
 ANKLUME = str(Path(sys.executable).parent / "anklume")

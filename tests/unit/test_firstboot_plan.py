@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+
+from anklume import paths
+from anklume.errors import CommandError
 from anklume.firstboot import (
     answers,
     apply,
@@ -21,9 +24,6 @@ from anklume.firstboot import (
     pool_zfs,
 )
 from anklume.firstboot.steps import Command, Record, WriteFile
-
-from anklume import paths
-from anklume.errors import CommandError
 
 FIX = Path(__file__).parent / "fixtures" / "firstboot"
 DISKS = tuple(disks.from_lsblk(json.loads((FIX / "workstation-lsblk.json").read_text())))

@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from anklume.firstboot import choices, pool_luks, unlock
-from anklume.firstboot.unlock import CONTINUE, MISSING, OK, RETRY, WRONG, decide
 
 from anklume import pool_status
+from anklume.firstboot import choices, pool_luks, unlock
+from anklume.firstboot.unlock import CONTINUE, MISSING, OK, RETRY, WRONG, decide
 from anklume.pool_status import PoolStatus
 from anklume.run import run
 

@@ -1,12 +1,12 @@
 import stat
 
 import pytest
-from anklume.signing import keys
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from anklume import paths
+from anklume.signing import keys
 
 
 def test_generate_creates_both_pairs_with_safe_modes(tmp_path):
