@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anklume.agent.model import TrustLevel
-from anklume.agent.problems import Report
+from anklume.problems import Report
 
 STATIC_FIRST, STATIC_LAST = 1, 99
 MAX_SEQ = 254  # subnet_id is 0-254 in the format

@@ -19,13 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from anklume import log
 from anklume.agent import nftables
 from anklume.agent.firewall import Firewall
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.plan import Action, Op, Plan
 from anklume.agent.resources import PROTECT_KEY, Resource, label
-
-from anklume import log
 from anklume.errors import AnklumeError
 
 _log = log.get("apply")

@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anklume.agent import atomic, last_result, lock, nft_live, paths, retry, sdnotify
+from anklume import __version__, atomic, log, paths, pool_status
+from anklume.agent import last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.nft_rules import FAMILY, TABLE
 from anklume.agent.resources import Kind
-
-from anklume import __version__, log
 from anklume.errors import AnklumeError
 
 _log = log.get("boot")
@@ -127,16 +126,14 @@ def data_pool_problem() -> str | None:
     pool until it is unlocked. None when there is no pool (live mode) or it is unlocked."""
     if not paths.firstboot_record().is_file():
         return None
-    status = paths.pool_status_file()
-    try:
-        text = status.read_text()
-    except FileNotFoundError:
-        return f"the data pool was not unlocked at this boot (no {status}); reboot to unlock it"
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    if fields.get("state") == "unlocked":
+    status = pool_status.read()
+    if status is None:
+        return (f"the data pool was not unlocked at this boot (no {paths.pool_status_file()}); "
+                "reboot to unlock it")
+    if status.unlocked:
         return None
-    return (f"the data pool is {fields.get('state', 'in an unknown state')}: "
-            f"{fields.get('reason', '')}; reboot to unlock it")
+    return (f"the data pool is {status.state or 'in an unknown state'}: {status.reason}; "
+            "reboot to unlock it")
 
 
 def firewall_script(live: str | None) -> str:

@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import typer
+
 from anklume.agent.cli import PATH_ARG, load_or_exit
 
 # The planning modules load in the commands, not here: every `anklume` run (the health gate at

@@ -23,7 +23,6 @@ from typing import Any
 
 from anklume.agent import last_result, nft_live
 from anklume.agent.last_result import LastResult
-
 from anklume.errors import AnklumeError
 
 # Seconds Incus has to answer, retried meanwhile. The agent has just talked to Incus, so a

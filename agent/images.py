@@ -20,16 +20,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from anklume import log, paths
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.model import frozen_map
 from anklume.agent.resources import Kind, State
-
-from anklume import log
 from anklume.errors import AnklumeError, CommandError
 from anklume.run import run
 
 _log = log.get("images")
-CATALOG = "/usr/share/anklume/images"
 IMPORT_TIMEOUT = 600  # seconds: unpacking and hashing ~40 MB under emulation
 
 
@@ -42,14 +40,10 @@ class Shipped:
     serves: tuple[str, ...]
 
 
-def catalog_dir() -> Path:
-    return Path(os.environ.get("ANKLUME_IMAGE_CATALOG", CATALOG))
-
-
 def catalog(root: Path | None = None) -> list[Shipped]:
     """The shipped images; an unreadable description is logged and left out, never fatal
     (the machines it would serve then fail on their own with Incus's message)."""
-    root = root or catalog_dir()
+    root = root or paths.image_catalog()
     out: list[Shipped] = []
     if not root.is_dir():
         return out

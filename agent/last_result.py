@@ -1,7 +1,7 @@
 """The outcome of the agent's last run, in a small versioned JSON file on the persistent
 partition: what `anklume status` shows and what the boot health gate reads.
 
-Written atomically (agent/atomic.py). Reading never raises: a missing, corrupt or foreign
+Written atomically (anklume/atomic.py). Reading never raises: a missing, corrupt or foreign
 file reads as None together with the reason.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anklume.agent import atomic, paths
+from anklume import atomic, paths
 
 SCHEMA = 1
 TRIGGERS = ("boot", "path", "cli")

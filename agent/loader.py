@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from anklume.agent.problems import KeyPath, Locator, Problem, Report, ValidationError, describe
 from anklume.agent.schema import suggest
-from anklume.agent.yamlfile import parse
+from anklume.problems import KeyPath, Locator, Problem, Report, ValidationError, describe
+from anklume.yamlfile import parse
 
 DEFAULT_LABEL = "anklume/defaults/infra.yml (embedded)"
 

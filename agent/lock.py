@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from anklume.agent import paths
-
+from anklume import paths
 from anklume.errors import TemporaryError
 
 POLL = 0.1  # seconds between tries while waiting

@@ -14,7 +14,7 @@ from anklume.agent.model import (
     Profile,
     SharedVolumeMount,
 )
-from anklume.agent.problems import KeyPath, Report, describe, format_path
+from anklume.problems import KeyPath, Report, describe, format_path
 
 MACHINE_NAME_MAX = 63
 PRIVILEGED_KEY = "security.privileged"

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from anklume.agent.firewall import FAMILY, TABLE, Firewall, parse
-
 from anklume.errors import CommandError, PermanentError
 from anklume.run import run
 

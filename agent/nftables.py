@@ -21,11 +21,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from anklume import log
 from anklume.agent import nft_live, nft_rules
 from anklume.agent.firewall import FAMILY, TABLE, Firewall, diff
 from anklume.agent.model import Infra
-
-from anklume import log
 
 __all__ = ["FAMILY", "TABLE", "Firewall", "NftChange", "apply", "desired", "diff", "observe",
            "plan", "remove", "render", "write"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from anklume.agent import schema, values
 from anklume.agent.model import Endpoint, NetworkPolicy
-from anklume.agent.problems import KeyPath, Report, describe
+from anklume.problems import KeyPath, Report, describe
 
 
 @dataclass(frozen=True)

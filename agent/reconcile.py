@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from anklume import log
 from anklume.agent import images, nftables, preflight
 from anklume.agent.apply import Result, apply
 from anklume.agent.desired import desired
@@ -14,8 +15,6 @@ from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.incus_state import observe
 from anklume.agent.model import Infra
 from anklume.agent.plan import Plan, plan
-
-from anklume import log
 
 _log = log.get("reconcile")
 SETTLE_TIMEOUT = 60  # seconds to wait for Incus operations a killed run left in flight

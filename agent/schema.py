@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from anklume.agent.problems import KeyPath, Report, describe
+from anklume.problems import KeyPath, Report, describe
 
 ANY = object  # a value checked by validate.py itself (e.g. ports: a list or "all")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from anklume.agent import policies, schema, values
 from anklume.agent.model import InstanceType, ServiceGrant
-from anklume.agent.problems import KeyPath, Report, describe
+from anklume.problems import KeyPath, Report, describe
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from anklume.agent.model import (
     bridge_name,
     frozen_map,
 )
-from anklume.agent.problems import (
+from anklume.problems import (
     KeyPath,
     Locator,
     Problem,

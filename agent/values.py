@@ -7,8 +7,8 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from anklume.agent.problems import KeyPath, Report, describe
 from anklume.agent.schema import suggest
+from anklume.problems import KeyPath, Report, describe
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 # Incus device/volume/profile names: keep them to what is safe in paths and device keys.

@@ -11,12 +11,7 @@ import binascii
 import re
 import struct
 from collections.abc import Sequence
-from pathlib import Path
 
-AUTHORIZED_KEYS = Path("/var/lib/anklume/identity/ssh/authorized_keys")
-# /etc is rebuilt from the factory copy at every boot: the hash must live on the persistent
-# partition too, and the image applies it (or locks root when it is absent) at every boot.
-ROOT_HASH = Path("/var/lib/anklume/identity/root-password-hash")
 LOCK_ROOT = ("passwd", "--lock", "root")
 
 # yescrypt ($y$, Debian's default) and SHA-512 crypt ($6$, optionally with rounds=).

@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.agent import yamlfile
-from anklume.agent.problems import Problem, ValidationError
-from anklume.firstboot import admin, diskref, passphrase
-
+from anklume import yamlfile
 from anklume.errors import PermanentError
+from anklume.firstboot import admin, diskref, passphrase
+from anklume.problems import Problem, ValidationError
 
 VERSION = 1
 ACTIONS = ("create", "import")

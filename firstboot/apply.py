@@ -11,13 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
-from anklume.agent import atomic
+from anklume import atomic, log, paths
+from anklume.errors import AnklumeError, PermanentError
 from anklume.firstboot import choices, console
 from anklume.firstboot.plan import Plan
 from anklume.firstboot.steps import Command, Record, WriteFile
-
-from anklume import log
-from anklume.errors import AnklumeError, PermanentError
 from anklume.run import run as run_command
 
 _log = log.get("firstboot")
@@ -47,7 +45,7 @@ def _record(action: Record, captured: Mapping[str, str], root: Path) -> None:
     known = {f.name for f in fields(choices.Choices)}
     c = choices.Choices(**{k: v or None if k in ("zpool_guid", "luks_uuid", "btrfs_uuid") else v
                            for k, v in values.items() if k in known}, done=True)
-    choices.save(c, root / choices.PATH.relative_to("/"))
+    choices.save(c, root / paths.firstboot_record().relative_to("/"))
 
 
 def apply(plan: Plan, secrets: Mapping[str, str], *, runner: Runner = run_command,

@@ -10,11 +10,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from anklume.agent import atomic
-
+from anklume import atomic, paths
 from anklume.errors import PermanentError
 
-PATH = Path("/var/lib/anklume/firstboot.json")
 FORMAT = "anklume-firstboot"
 VERSION = 1
 
@@ -43,8 +41,8 @@ def dumps(c: Choices) -> str:
     return json.dumps({"format": FORMAT, "version": VERSION, **asdict(c)}, indent=2) + "\n"
 
 
-def save(c: Choices, path: Path = PATH) -> None:
-    atomic.write_text(path, dumps(c), mode=0o600)
+def save(c: Choices, path: Path | None = None) -> None:
+    atomic.write_text(path or paths.firstboot_record(), dumps(c), mode=0o600)
 
 
 def loads(text: str, where: str) -> Choices:
@@ -74,8 +72,9 @@ def loads(text: str, where: str) -> Choices:
     return c
 
 
-def load(path: Path = PATH) -> Choices | None:
+def load(path: Path | None = None) -> Choices | None:
     """None when the wizard never finished (no file)."""
+    path = path or paths.firstboot_record()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

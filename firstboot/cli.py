@@ -51,9 +51,8 @@ def console_cmd(
     first console to answer takes it; the others wait for it. Always exits 0."""
     import os
 
-    from anklume.firstboot import console, flow, offer
-
     from anklume.errors import AnklumeError
+    from anklume.firstboot import console, flow, offer
 
     tty = os.path.basename(os.ttyname(0)) if os.isatty(0) else "?"
     con = console.Tty()
@@ -81,8 +80,8 @@ def unlock() -> None:
 @firstboot.command()
 def status() -> None:
     """The recorded choices and the pool's state at this boot."""
+    from anklume import pool_status
     from anklume.firstboot import choices
-    from anklume.firstboot.unlock import STATUS
 
     c = choices.load()
     if c is None:
@@ -93,7 +92,8 @@ def status() -> None:
                f"pool: {c.backend} {c.pool_name} ({pool_id}) on {c.disk_by_id}\n"
                f"tpm2: {'enrolled' if c.tpm2 else 'no'}\n"
                f"local models: {', '.join(c.gpu_models) or 'none'} ({c.gpu_reason})")
-    typer.echo(STATUS.read_text().rstrip() if STATUS.exists() else "pool state: unknown "
+    st = pool_status.read()
+    typer.echo(st.to_text().rstrip() if st else "pool state: unknown "
                "(unlock has not run at this boot)")
 
 

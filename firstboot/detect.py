@@ -12,10 +12,9 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from anklume import log
 from anklume.firstboot import disks, gpus, memcrypt
 from anklume.firstboot.recommend import Recommendation, recommend
-
-from anklume import log
 from anklume.run import run
 
 _log = log.get("firstboot")

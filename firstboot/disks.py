@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from anklume.paths import DEFAULT_STATE_DIR
+
 # Below this a data pool makes no sense (instances, images, snapshots).
 MIN_POOL_BYTES = 4 * 1024**3
 
 # Mount points that mean "this disk runs the system we are on".
-SYSTEM_MOUNTS = frozenset({"/", "/usr", "/boot", "/efi", "/var/lib/anklume"})
+SYSTEM_MOUNTS = frozenset({"/", "/usr", "/boot", "/efi", str(DEFAULT_STATE_DIR)})
 
 # Partition labels the image gives its own partitions (image/LAYOUT.md); `_empty` is slot B
 # before its first update.

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from anklume import paths
 from anklume.firstboot import answers, apply, choices, diskref, incus_state
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.wizard import HashPassword, hash_password, run_wizard
-
 from anklume.run import run as run_command
 
 DONE, FAILED, INVALID, DECLINED, NO_ANSWERS = 0, 1, 2, 3, 4
@@ -45,7 +45,7 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
                   volume_mounts: Callable[[], Sequence[Path]] = lambda: (),
                   runner: Callable[..., object] = run_command, root: Path = Path("/"),
                   hasher: HashPassword = hash_password) -> int:
-    done = choices.load(root / choices.PATH.relative_to("/"))
+    done = choices.load(root / paths.firstboot_record().relative_to("/"))
     if done is not None and done.done and not dry_run:
         con.say(f"The first boot is already done ({done.backend} pool {done.pool_name} on "
                 f"{done.disk_by_id}); nothing to do.")
@@ -81,11 +81,11 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
                 runner=runner, root=root, echo=con.say, show=con.show_once)
     # This boot's pool state, as unlock writes it at later boots: the agent deploys only onto
     # an unlocked pool.
-    made = choices.load(root / choices.PATH.relative_to("/"))
+    made = choices.load(root / paths.firstboot_record().relative_to("/"))
     if made is not None:
         from anklume.firstboot import unlock
         unlock.write_status("unlocked", "created by the first-boot wizard" if
                             p.answers.action == "create" else "imported by the first-boot wizard",
-                            made, root / unlock.STATUS.relative_to("/"))
+                            made, root / paths.pool_status_file().relative_to("/"))
     con.say("The data pool is ready; the first boot is done.")
     return DONE

@@ -9,11 +9,12 @@ mounted over it, Incus starts again, and only then is the `default` storage pool
 from __future__ import annotations
 
 import yaml
+
+from anklume import paths
 from anklume.firstboot import pool_luks, pool_zfs
 from anklume.firstboot.steps import Command
 
-STATE_DIR = "/var/lib/incus"
-STAGING = "/run/anklume/incus-new"
+INCUS_DIR = "/var/lib/incus"  # Incus's own state directory (not anklume's)
 STORAGE_POOL = "default"  # the name the agent's profiles use (agent/desired.py)
 UNITS = ("incus.service", "incus.socket", "incus-startup.service")
 
@@ -24,7 +25,7 @@ def preseed(backend: str, pool: str) -> str:
                     "config": {"source": f"{pool}/{pool_zfs.DATASET_STORAGE}"}}
     else:
         pool_def = {"name": STORAGE_POOL, "driver": "btrfs",
-                    "config": {"source": f"{pool_luks.TOP}/{pool_luks.SUBVOL_STORAGE}"}}
+                    "config": {"source": f"{paths.pool_mount()}/{pool_luks.SUBVOL_STORAGE}"}}
     return yaml.safe_dump({"storage_pools": [pool_def]}, sort_keys=False)
 
 
@@ -52,13 +53,14 @@ def _mount(backend: str, pool: str, target: str) -> Command:
 
 def move(backend: str, pool: str) -> tuple[Command, ...]:
     """A new pool: copy the current state onto it, then mount it in place."""
+    staging = str(paths.incus_staging())
     return (
         *stop(),
-        Command(("mkdir", "-p", STAGING, STATE_DIR)),
-        _mount(backend, pool, STAGING),
-        Command(("cp", "-a", "--", f"{STATE_DIR}/.", STAGING)),
-        Command(("umount", STAGING)),
-        _mount(backend, pool, STATE_DIR),
+        Command(("mkdir", "-p", staging, INCUS_DIR)),
+        _mount(backend, pool, staging),
+        Command(("cp", "-a", "--", f"{INCUS_DIR}/.", staging)),
+        Command(("umount", staging)),
+        _mount(backend, pool, INCUS_DIR),
         *start(),
         Command(("incus", "admin", "init", "--preseed"), stdin="preseed"),
     )
@@ -66,5 +68,5 @@ def move(backend: str, pool: str) -> tuple[Command, ...]:
 
 def adopt(backend: str, pool: str) -> tuple[Command, ...]:
     """An imported pool: its state is the one to keep; nothing is copied, nothing declared."""
-    return (*stop(), Command(("mkdir", "-p", STATE_DIR)), _mount(backend, pool, STATE_DIR),
+    return (*stop(), Command(("mkdir", "-p", INCUS_DIR)), _mount(backend, pool, INCUS_DIR),
             *start())

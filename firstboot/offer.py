@@ -15,14 +15,14 @@ import select
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from anklume.firstboot.console import Console
 from anklume.firstboot.flow import DECLINED, DONE
+from anklume.paths import run_dir
 
-RUN_DIR = Path("/run/anklume")
 CLAIM = "wizard-console"  # holds the name of the console that took the wizard
 FINISHED = "wizard-finished"  # how this boot's offer ended: done, declined, failed, live
 COUNTDOWN_S = 60
@@ -38,7 +38,7 @@ anklume: this machine has no encrypted data pool yet.
 
 @dataclass(frozen=True)
 class Paths:
-    run_dir: Path = RUN_DIR
+    run_dir: Path = field(default_factory=run_dir)
 
     @property
     def claim(self) -> Path:
@@ -73,12 +73,13 @@ def _line_ready(stream: TextIO, timeout: float) -> bool:
     return bool(ready)
 
 
-def offer(con: Console, tty: str, run_wizard: Callable[[], int], *, paths: Paths = Paths(),
+def offer(con: Console, tty: str, run_wizard: Callable[[], int], *, paths: Paths | None = None,
           stdin: TextIO | None = None, countdown: float = COUNTDOWN_S,
           clock: Callable[[], float] = time.monotonic,
           line_ready: Callable[[TextIO, float], bool] = _line_ready) -> str:
     """What this boot's offer came to on `tty`: done/declined/failed (the wizard ran here),
     live (typed or timed out), or elsewhere:<outcome> (it ran on another console)."""
+    paths = paths or Paths()
     stdin = stdin or sys.stdin
     con.say(WELCOME.format(secs=int(countdown)))
     deadline = clock() + countdown

@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from anklume import paths
+from anklume.errors import PermanentError
 from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs
 from anklume.firstboot.answers import Answers
 from anklume.firstboot.disks import MIN_POOL_BYTES, Disk
 from anklume.firstboot.steps import Command, Record, Step, WriteFile
 
-from anklume.errors import PermanentError
-
 GiB = 1024**3
-ZFS_KEY_CRED = "/var/lib/anklume/pool-key.cred"
 _SIGNATURES = {"gpt": "a GPT partition table", "dos": "an MBR partition table",
                "zfs_member": "a ZFS pool", "crypto_LUKS": "a LUKS encrypted volume"}
 
@@ -137,7 +136,7 @@ def make(a: Answers, ctx: Context) -> Plan:
     pool = a.pool_name if a.action == "create" or a.backend != "zfs" else (
         target.disk.pool_label or a.pool_name)
     steps.append(Step("incus", "Move Incus's state and storage pool onto the encrypted pool",
-                      (f"{incus_state.STATE_DIR} on the pool; storage pool "
+                      (f"{incus_state.INCUS_DIR} on the pool; storage pool "
                        f"'{incus_state.STORAGE_POOL}' on it (Incus is stopped meanwhile)",),
                       incus(a.backend, pool)))
     steps.append(_record(a, target, ctx, pool, tpm))
@@ -166,7 +165,7 @@ def _zfs(a: Answers, t: diskref.Target, tpm: bool) -> list[Step]:
                         ("the passphrase still unlocks the pool: it is the recovery key",),
                         (Command(("systemd-creds", "encrypt", "--with-key=tpm2",
                                   f"--tpm2-pcrs={pool_luks.TPM2_PCRS}", "--name=anklume-pool",
-                                  "-", ZFS_KEY_CRED), stdin="passphrase"),)))
+                                  "-", str(paths.pool_key_cred())), stdin="passphrase"),)))
     return out
 
 
@@ -201,19 +200,22 @@ def _admin(a: Answers) -> Step:
     details = []
     if a.admin.root_password_hash:
         actions.append(Command(admin.CHPASSWD, stdin="root_hash_line"))
-        actions.append(WriteFile(str(admin.ROOT_HASH), a.admin.root_password_hash + "\n",
+        # /etc is rebuilt from the factory copy at every boot: the hash is kept on the persistent
+        # partition, and the image applies it (or locks root when it is absent) at every boot.
+        actions.append(WriteFile(str(paths.root_password_hash()),
+                                 a.admin.root_password_hash + "\n",
                                  mode=0o600, dir_mode=0o700))
         details.append(f"root password set (console and SSH), its hash kept in "
-                       f"{admin.ROOT_HASH}")
+                       f"{paths.root_password_hash()}")
     else:
         actions.append(Command(admin.LOCK_ROOT))
         details.append("root password locked: no console login without a password")
     if a.admin.ssh_authorized_keys:
-        actions.append(WriteFile(str(admin.AUTHORIZED_KEYS),
+        actions.append(WriteFile(str(paths.authorized_keys()),
                                  admin.authorized_keys_text(a.admin.ssh_authorized_keys),
                                  mode=0o600, dir_mode=0o700))
         details.append(f"{len(a.admin.ssh_authorized_keys)} SSH key(s) in "
-                       f"{admin.AUTHORIZED_KEYS}")
+                       f"{paths.authorized_keys()}")
     return Step("admin", "Set the administrator's credentials", tuple(details), tuple(actions))
 
 
@@ -228,5 +230,5 @@ def _record(a: Answers, t: diskref.Target, ctx: Context, pool: str, tpm: bool) -
                        else t.disk.pool_id or ""))
         fields.append(("btrfs_uuid", "@btrfs_uuid"))
     return Step("record", "Record the choices on the persistent partition",
-                ("/var/lib/anklume/firstboot.json: backend, pool id, disk by-id, TPM2, GPU "
-                 "advice",), (Record(tuple(fields)),))
+                (f"{paths.firstboot_record()}: backend, pool id, disk by-id, TPM2, GPU advice",),
+                (Record(tuple(fields)),))

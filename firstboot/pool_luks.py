@@ -6,11 +6,11 @@ the pool pointer before anything runs, and the record never depends on parsing t
 
 from __future__ import annotations
 
+from anklume import paths
 from anklume.firstboot.steps import Command
 
 MAPPER = "anklume-data"
 MAPPED = f"/dev/mapper/{MAPPER}"
-TOP = "/run/anklume/pool"  # the btrfs top level, mounted at every boot
 SUBVOL_INCUS = "incus"
 SUBVOL_STORAGE = "incus-storage"
 SUBVOL_DOMAINS = "domains"
@@ -45,17 +45,18 @@ def mkfs(btrfs_uuid: str) -> Command:
 
 
 def mount_top() -> tuple[Command, ...]:
-    return (Command(("mkdir", "-p", TOP)),
-            Command(("mount", "-t", "btrfs", "-o", "subvolid=5,noatime", MAPPED, TOP)))
+    top = str(paths.pool_mount())
+    return (Command(("mkdir", "-p", top)),
+            Command(("mount", "-t", "btrfs", "-o", "subvolid=5,noatime", MAPPED, top)))
 
 
 def subvolumes() -> tuple[Command, ...]:
-    return tuple(Command(("btrfs", "subvolume", "create", f"{TOP}/{name}"))
+    return tuple(Command(("btrfs", "subvolume", "create", f"{paths.pool_mount()}/{name}"))
                  for name in (SUBVOL_INCUS, SUBVOL_STORAGE, SUBVOL_DOMAINS))
 
 
 def check_subvolumes() -> Command:
-    return Command(("btrfs", "subvolume", "show", f"{TOP}/{SUBVOL_INCUS}"))
+    return Command(("btrfs", "subvolume", "show", f"{paths.pool_mount()}/{SUBVOL_INCUS}"))
 
 
 def btrfs_uuid() -> Command:
@@ -63,7 +64,7 @@ def btrfs_uuid() -> Command:
 
 
 def mount_incus(target: str) -> Command:
-    return Command(("mount", "--bind", f"{TOP}/{SUBVOL_INCUS}", target))
+    return Command(("mount", "--bind", f"{paths.pool_mount()}/{SUBVOL_INCUS}", target))
 
 
 def enroll_tpm2(device: str) -> Command:

@@ -14,19 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from anklume.agent import atomic
+from anklume import log, paths, pool_status
+from anklume.errors import AnklumeError, CommandError
 from anklume.firstboot import choices as choices_mod
 from anklume.firstboot import incus_state, pool_luks, pool_zfs
-from anklume.firstboot.plan import ZFS_KEY_CRED
 from anklume.firstboot.steps import Command
-
-from anklume import log
-from anklume.errors import AnklumeError, CommandError
+from anklume.pool_status import PoolStatus
 from anklume.run import run
 
 _log = log.get("firstboot")
 MAX_TRIES = 3
-STATUS = Path("/run/anklume/pool-status")
 PROMPT = "Passphrase for the anklume data pool:"
 ASK_ID = "anklume-pool"
 
@@ -76,11 +73,10 @@ class Pool(Protocol):
 Ask = Callable[[str], str | None]  # prompt -> typed text (None: no answer)
 
 
-def write_status(state: str, reason: str, c: choices_mod.Choices, path: Path = STATUS) -> None:
-    pool_id = c.zpool_guid or c.luks_uuid
-    reason = " ".join(reason.split())  # one line: readers parse key=value lines
-    atomic.write_text(path, f"state={state}\nreason={reason}\nbackend={c.backend}\n"
-                            f"pool={c.pool_name}\npool_id={pool_id}\ndisk={c.disk_by_id}\n")
+def write_status(state: str, reason: str, c: choices_mod.Choices,
+                 path: Path | None = None) -> None:
+    pool_status.write(PoolStatus(state, reason, c.backend, c.pool_name,
+                                 c.zpool_guid or c.luks_uuid or "", c.disk_by_id), path)
 
 
 def unlock(pool: Pool, ask: Ask, say: Callable[[str], None]) -> Decision:
@@ -161,9 +157,10 @@ class ZfsPool:
         return proc.stdout.strip() == "available"
 
     def try_tpm2(self) -> bool:
-        if not self.c.tpm2 or not Path(ZFS_KEY_CRED).exists():
+        cred = paths.pool_key_cred()
+        if not self.c.tpm2 or not cred.exists():
             return False
-        proc = run(["systemd-creds", "decrypt", "--name=anklume-pool", ZFS_KEY_CRED, "-"],
+        proc = run(["systemd-creds", "decrypt", "--name=anklume-pool", str(cred), "-"],
                    check=False)
         return proc.returncode == 0 and self.try_passphrase(proc.stdout)[0] == OK
 
@@ -175,8 +172,8 @@ class ZfsPool:
         incus = f"{self.c.pool_name}/{pool_zfs.DATASET_INCUS}"
         if not pool_zfs.dataset_exists(incus):
             raise CommandError(["zfs", "list", incus], 1, f"dataset {incus} is missing")
-        run(["mkdir", "-p", incus_state.STATE_DIR])
-        run(list(pool_zfs.mount_incus(self.c.pool_name, incus_state.STATE_DIR).argv))
+        run(["mkdir", "-p", incus_state.INCUS_DIR])
+        run(list(pool_zfs.mount_incus(self.c.pool_name, incus_state.INCUS_DIR).argv))
 
 
 class LuksPool:
@@ -204,8 +201,8 @@ class LuksPool:
         return luks_result(proc.returncode, proc.stderr)
 
     def mount(self) -> None:
-        for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", incus_state.STATE_DIR)),
-                    pool_luks.mount_incus(incus_state.STATE_DIR)):
+        for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", incus_state.INCUS_DIR)),
+                    pool_luks.mount_incus(incus_state.INCUS_DIR)):
             run(list(cmd.argv))
 
 
@@ -228,7 +225,7 @@ def wait_for_disk(by_id: str, timeout: float = DISK_WAIT_S, *,
     return True
 
 
-def main(choices_path: Path = choices_mod.PATH, status: Path = STATUS,
+def main(choices_path: Path | None = None, status: Path | None = None,
          pool: Pool | None = None, ask: Ask = ask_password,
          say: Callable[[str], None] = print) -> int:
     """`anklume firstboot unlock`: always 0 once the state is written (degraded is reported,

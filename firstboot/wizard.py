@@ -11,7 +11,6 @@ from anklume.firstboot import admin, answers, diskref, passphrase
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.disks import Disk
-
 from anklume.run import run
 
 GiB = 1024**3

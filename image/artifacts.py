@@ -125,9 +125,9 @@ def find(
         if info.get("key_dir"):
             key_dir = Path(info["key_dir"])
         else:
-            from anklume.signing.keys import default_key_dir
+            from anklume import paths
 
-            key_dir = default_key_dir()
+            key_dir = paths.key_dir()
     from anklume.signing.keys import KeySet
 
     ks = KeySet(key_dir)

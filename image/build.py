@@ -20,16 +20,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from anklume.image import artifacts, container
-from anklume.signing import keys
-
 from anklume import log
 from anklume.errors import PermanentError
+from anklume.image import artifacts, container
+from anklume.paths import cache_dir, tools_dir
+from anklume.signing import keys
 
 _log = log.get("image")
 
-TOOLS_DIR = Path(os.environ.get("ANKLUME_TOOLS_DIR", "/var/lib/anklume/tools"))
-CACHE_DIR = Path(os.environ.get("ANKLUME_CACHE_DIR", "/var/cache/anklume"))
 # pylxd is not packaged in trixie: the image gets the same pure-Python release the agent's
 # tests run against on the host (its other dependencies are Debian packages).
 PYLXD_FALLBACK = "2.4.2"
@@ -101,10 +99,11 @@ def find_repo(start: Path | None = None) -> Path:
 
 
 def mkosi_command() -> list[str]:
-    wrapper = TOOLS_DIR / "bin" / "mkosi"
+    tools = tools_dir()
+    wrapper = tools / "bin" / "mkosi"
     if not wrapper.is_file():
         raise BuildError(
-            f"mkosi is not installed in {TOOLS_DIR}", hint="run scripts/setup-image-tools as root"
+            f"mkosi is not installed in {tools}", hint="run scripts/setup-image-tools as root"
         )
     return [str(wrapper)]
 
@@ -309,7 +308,7 @@ def build(
     if os.geteuid() != 0:
         raise BuildError("building the image needs root (mkosi mounts and chroots)")
     repo = find_repo(repo)
-    paths = Paths(repo=repo, build_dir=(build_dir or repo / "build").resolve(), cache=CACHE_DIR)
+    paths = Paths(repo=repo, build_dir=(build_dir or repo / "build").resolve(), cache=cache_dir())
     version = read_version(repo, version)
     mkosi = mkosi_command()
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from anklume.paths import DEFAULT_KEY_DIR
+
 
 def register(app: typer.Typer) -> None:
     @app.command("build")
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
         ),
         key_dir: Path | None = typer.Option(
             None, "--key-dir",
-            help="Signing keys (default $ANKLUME_KEY_DIR or /var/lib/anklume/keys; "
+            help=f"Signing keys (default $ANKLUME_KEY_DIR or {DEFAULT_KEY_DIR}; "
             "a development set is generated when none exists).",
         ),
         version: str | None = typer.Option(

@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from anklume.errors import TemporaryError
 from anklume.firstboot.disks import LSBLK_COLUMNS, _flag, _text, _walk
 from anklume.image.flash import SYSTEM_MOUNTS, Partition, Target
-
-from anklume.errors import TemporaryError
 from anklume.run import run
 
 COLUMNS = LSBLK_COLUMNS + ",MAJ:MIN,PARTUUID"

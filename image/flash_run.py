@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from anklume.errors import PermanentError
 from anklume.image import flash, flash_devices, flash_write
 from anklume.image.flash import FlashRefused, Target
-
-from anklume.errors import PermanentError
 
 Echo = Callable[..., None]
 Ask = Callable[[str], str]

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from anklume.image.flash import FlashRefused, human
-
 from anklume.errors import PermanentError
+from anklume.image.flash import FlashRefused, human
 
 CHUNK = 4 * 1024**2
 # What a write or read returns when the stick is pulled out or its controller gives up.

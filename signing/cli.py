@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import typer
-from anklume.signing import DEFAULT_KEY_DIR  # keys (cryptography) loads in the command
+
+# anklume.paths, not keys: keys imports cryptography, which loads only in the command.
+from anklume.paths import DEFAULT_KEY_DIR
 
 
 def register(app: typer.Typer) -> None:

@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from anklume.signing import DEFAULT_KEY_DIR
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from anklume import paths
 from anklume.errors import PermanentError
 
 # Firmware implementations only reliably verify RSA-2048 signatures in the db; the kernel's
@@ -69,12 +69,6 @@ class KeySet:
         return all(p.is_file() for p in self.paths())
 
 
-def default_key_dir() -> Path:
-    # The environment override lets tests and CI keep a throw-away key set elsewhere.
-    env = os.environ.get("ANKLUME_KEY_DIR")
-    return Path(env) if env else DEFAULT_KEY_DIR
-
-
 def _self_signed(key: rsa.RSAPrivateKey, common_name: str, code_signing: bool) -> x509.Certificate:
     name = x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
@@ -122,7 +116,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 def generate(key_dir: Path | None = None, *, force: bool = False) -> KeySet:
     """Create both key pairs in key_dir; refuse to touch existing files unless force."""
-    ks = KeySet((key_dir or default_key_dir()).resolve())
+    ks = KeySet((key_dir or paths.key_dir()).resolve())
     existing = [p for p in ks.paths() if p.exists()]
     if existing and not force:
         raise KeysExistError(
@@ -149,7 +143,7 @@ def generate(key_dir: Path | None = None, *, force: bool = False) -> KeySet:
 
 def ensure(key_dir: Path | None = None) -> tuple[KeySet, bool]:
     """The key set in key_dir, generated when none exists; returns (keys, created)."""
-    ks = KeySet((key_dir or default_key_dir()).resolve())
+    ks = KeySet((key_dir or paths.key_dir()).resolve())
     if ks.complete():
         return ks, False
     if any(p.exists() for p in ks.paths()):

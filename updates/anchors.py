@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-KEYS_DIR = Path("/usr/share/anklume/keys")
+from anklume.paths import trust_anchors_dir
 
 
 @dataclass(frozen=True)
 class Anchors:
-    update_cert: Path = KEYS_DIR / "update.crt"  # signs manifests and verity root hashes
-    db_cert: Path = KEYS_DIR / "db.crt"  # Secure Boot db: signs UKIs
+    # update.crt signs manifests and verity root hashes; db.crt (Secure Boot db) signs UKIs.
+    update_cert: Path = field(default_factory=lambda: trust_anchors_dir() / "update.crt")
+    db_cert: Path = field(default_factory=lambda: trust_anchors_dir() / "db.crt")
 
     def check_present(self) -> None:
         from anklume.errors import PermanentError

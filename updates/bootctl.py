@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+from anklume.errors import CommandError
 from anklume.updates.policy import BootEntry
 from anklume.updates.runner import Runner, system
-
-from anklume.errors import CommandError
 
 
 def parse(text: str) -> list[BootEntry]:

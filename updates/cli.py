@@ -25,17 +25,16 @@ def _anchors(update_cert: Path | None, db_cert: Path | None):
 
 
 def _work_dir() -> Path:
-    from anklume.agent.paths import run_dir
+    from anklume.paths import update_work_dir
 
-    return run_dir() / "update"
+    return update_work_dir()
 
 
 def _remember_fallback(running: str) -> frozenset[str]:
     """Record a fallback seen in the boot entries (if bootctl can tell), then return the
     versions never to offer again."""
-    from anklume.updates import bootctl, state, status
-
     from anklume.errors import AnklumeError
+    from anklume.updates import bootctl, state, status
 
     st = state.load()
     try:

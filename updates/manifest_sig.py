@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anklume.updates.errors import ManifestSignatureInvalid
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from anklume.updates.errors import ManifestSignatureInvalid
 
 
 def sign(data: bytes, key_pem: Path) -> bytes:

@@ -25,14 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from anklume.errors import PermanentError
 from anklume.updates import versions
 from anklume.updates.errors import UpdateRefused
 from anklume.updates.policy import BootEntry
 from anklume.updates.runner import Runner, system
 from anklume.updates.state import State
 from anklume.updates.verity_sig import partition_uuids
-
-from anklume.errors import PermanentError
 
 _UKI_NAME = re.compile(r"^anklume_(?P<v>[0-9][0-9.]*?)(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?"
                        r"\.efi$")

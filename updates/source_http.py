@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import requests
+
 from anklume.updates import hashing, sink
 from anklume.updates.errors import FileMismatch, MissingFile, SourceUnavailable, TruncatedDownload
 

@@ -8,11 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume.agent.paths import state_dir
-
 from anklume.errors import PermanentError
-
-STATE_FILE = "update-state.json"
+from anklume.paths import update_state_file
 
 
 @dataclass
@@ -28,7 +25,7 @@ class State:
 
 
 def path() -> Path:
-    return state_dir() / STATE_FILE
+    return update_state_file()
 
 
 def load(p: Path | None = None) -> State:

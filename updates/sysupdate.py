@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from anklume.updates.runner import Runner, interactive
-
 from anklume.errors import CommandError
+from anklume.updates.runner import Runner, interactive
 
 SHIPPED = Path(__file__).parent / "sysupdate.d"
 # Debian installs it outside PATH (package systemd-container in trixie).

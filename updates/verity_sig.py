@@ -19,10 +19,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from anklume.updates.errors import PartitionUuidMismatch, VeritySignatureInvalid
-from anklume.updates.runner import Runner, system
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from anklume.updates.errors import PartitionUuidMismatch, VeritySignatureInvalid
+from anklume.updates.runner import Runner, system
 
 _MAX_BYTES = 1024 * 1024
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent.incus_api import Incus
 from anklume.agent.model import GlobalSettings, Infra
 from anklume.agent.reconcile import reconcile

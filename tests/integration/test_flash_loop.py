@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from anklume.image import flash_write
 from anklume.image.flash import FlashRefused
 

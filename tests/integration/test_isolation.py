@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent import nft_live, nftables
 from anklume.agent.model import Infra
 from anklume.agent.validate import load as load_infra
-
 from anklume.run import run
 
 # A missing daemon or image fails the test (conftest.py): a skipped proof would look green.

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+
 from anklume.agent import nft_live, nftables
 from anklume.agent.model import (
     Domain,
@@ -24,7 +25,6 @@ from anklume.agent.model import (
     Machine,
     NetworkPolicy,
 )
-
 from anklume.errors import CommandError
 
 pytestmark = pytest.mark.skipif(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.incus_state import vm_unsupported
 from anklume.agent.model import GlobalSettings, Infra

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent.model import GlobalSettings, Infra
 from anklume.agent.plan_text import format_plan
 from anklume.agent.reconcile import reconcile
 from anklume.agent.validate import load
-
 from anklume.run import run
 
 pytestmark = pytest.mark.incus

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent import images
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.model import GlobalSettings, Infra

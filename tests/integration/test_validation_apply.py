@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_reconcile import ANKLUME, IMAGE, exists, incus_actions
+
 from anklume.agent.incus_api import Incus
 from anklume.agent.model import GlobalSettings, Infra, bridge_name
 from anklume.agent.reconcile import reconcile
-from test_reconcile import ANKLUME, IMAGE, exists, incus_actions
 
 pytestmark = pytest.mark.incus
 

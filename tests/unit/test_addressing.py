@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+
 from anklume.agent.addressing import (
     DomainRequest,
     MachineRequest,
@@ -13,7 +14,7 @@ from anklume.agent.addressing import (
     parse_legacy_base,
 )
 from anklume.agent.model import TrustLevel
-from anklume.agent.problems import Report
+from anklume.problems import Report
 
 T = TrustLevel
 

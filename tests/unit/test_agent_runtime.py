@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from anklume.agent import boot, health, last_result, lock, nft_live, paths, retry, sdnotify
+
+from anklume import paths
+from anklume.agent import boot, health, last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.apply import Outcome, Result
 from anklume.agent.incus_api import IncusError, IncusUnavailable
 from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.plan import Action, Note, Op, Plan
 from anklume.agent.reconcile import Report
 from anklume.agent.resources import Kind
-
 from anklume.errors import PermanentError
 
 ANKLUME = str(Path(sys.executable).parent / "anklume")
@@ -47,6 +48,19 @@ def test_paths_follow_the_environment_at_call_time(dirs):
     assert paths.firewall_file() == state / "firewall.nft"
     assert paths.last_result_file() == state / "last-result.json"
     assert paths.lock_file() == run / "apply.lock"
+    assert paths.firstboot_record() == state / "firstboot.json"
+    assert paths.pool_status_file() == run / "pool-status"
+    assert paths.update_work_dir() == run / "update"
+
+
+def test_the_wizard_record_is_where_the_agent_looks(dirs):
+    """The wizard and the agent name the first-boot record through one function: a record the
+    wizard writes under $ANKLUME_STATE_DIR is the one the agent finds."""
+    from anklume.firstboot import choices
+
+    assert boot.data_pool_problem() is None  # no record: live mode
+    choices.save(choices.Choices("zfs", "anklume", "ata-disk", zpool_guid="1", done=True))
+    assert "not unlocked" in (boot.data_pool_problem() or "")
 
 
 def test_user_config_prefers_the_file_then_the_directory_then_none(dirs):
@@ -63,6 +77,7 @@ def test_paths_defaults_are_the_appliance_locations(monkeypatch):
     monkeypatch.delenv("ANKLUME_RUN_DIR", raising=False)
     assert paths.last_result_file() == Path("/var/lib/anklume/last-result.json")
     assert paths.lock_file() == Path("/run/anklume/apply.lock")
+    assert paths.firstboot_record() == Path("/var/lib/anklume/firstboot.json")
 
 
 # ---------------------------------------------------------------------------- last result

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from anklume.firstboot import disks, gpus, memcrypt
 from anklume.firstboot.detect import block_devices, describe, detect
 from anklume.firstboot.recommend import TIERS, GiB, recommend

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+
+from anklume import paths
+from anklume.errors import CommandError
 from anklume.firstboot import (
     answers,
     apply,
@@ -21,8 +24,6 @@ from anklume.firstboot import (
     pool_zfs,
 )
 from anklume.firstboot.steps import Command, Record, WriteFile
-
-from anklume.errors import CommandError
 
 FIX = Path(__file__).parent / "fixtures" / "firstboot"
 DISKS = tuple(disks.from_lsblk(json.loads((FIX / "workstation-lsblk.json").read_text())))
@@ -235,7 +236,7 @@ def test_import_zfs_by_guid_keeps_the_pool_and_its_state() -> None:
                             "cachefile=none", "12724534129873459386")
     assert pool[1] == Command(("zfs", "load-key", "anklume"), stdin="passphrase")
     incus = [a.argv for a in p.steps[-2].actions]
-    assert ("cp", "-a", "--", "/var/lib/incus/.", incus_state.STAGING) not in incus
+    assert ("cp", "-a", "--", "/var/lib/incus/.", str(paths.incus_staging())) not in incus
     assert ("incus", "admin", "init", "--preseed") not in incus
 
 

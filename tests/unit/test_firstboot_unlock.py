@@ -10,9 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from anklume import pool_status
 from anklume.firstboot import choices, pool_luks, unlock
 from anklume.firstboot.unlock import CONTINUE, MISSING, OK, RETRY, WRONG, decide
-
+from anklume.pool_status import PoolStatus
 from anklume.run import run
 
 C = choices.Choices("zfs", "anklume", "ata-X_1", zpool_guid="42", done=True)
@@ -130,6 +132,21 @@ def test_nothing_to_unlock_before_the_wizard(tmp_path: Path) -> None:
     assert unlock.main(tmp_path / "none.json", tmp_path / "s", FakePool(), script()[0],
                        said.append) == 3
     assert not (tmp_path / "s").exists()
+
+
+def test_the_status_file_reads_back_as_written(tmp_path: Path) -> None:
+    """The writer and its one reader (the agent, `firstboot status`) agree; a reason never
+    spills onto a second line, and a file without a state reads as not unlocked."""
+    status = tmp_path / "pool-status"
+    assert pool_status.read(status) is None
+    unlock.write_status("degraded", "3 wrong\npassphrases", C, status)
+    assert status.read_text() == ("state=degraded\nreason=3 wrong passphrases\nbackend=zfs\n"
+                                  "pool=anklume\npool_id=42\ndisk=ata-X_1\n")
+    got = pool_status.read(status)
+    assert got == PoolStatus("degraded", "3 wrong passphrases", "zfs", "anklume", "42",
+                             "ata-X_1") and not got.unlocked
+    assert got.to_text() == status.read_text()
+    assert pool_status.parse("reason=a=b\njunk\n") == PoolStatus("", "a=b")
 
 
 def test_tool_results_are_classified() -> None:

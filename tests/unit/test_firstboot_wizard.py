@@ -9,8 +9,9 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from anklume.firstboot import answers, choices, flow, passphrase, plan
 from test_firstboot_plan import EMPTY, HASH, KEY, PASS, ZFS, ctx, yml
+
+from anklume.firstboot import answers, choices, flow, passphrase, plan
 
 
 class Scripted:

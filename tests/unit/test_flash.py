@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from anklume.image import flash, flash_devices, flash_run, flash_write
 from anklume.image.flash import FlashRefused, Target
 

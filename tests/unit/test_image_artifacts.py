@@ -2,6 +2,7 @@ import json
 import struct
 
 import pytest
+
 from anklume.image import artifacts
 
 HASH = "a" * 32 + "b" * 32

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from anklume.image import build
 from anklume.signing.keys import KeySet
 

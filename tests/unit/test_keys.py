@@ -1,10 +1,12 @@
 import stat
 
 import pytest
-from anklume.signing import keys
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from anklume import paths
+from anklume.signing import keys
 
 
 def test_generate_creates_both_pairs_with_safe_modes(tmp_path):
@@ -57,9 +59,9 @@ def test_ensure_rejects_incomplete_set(tmp_path):
 
 def test_default_key_dir_is_outside_repo_and_overridable(monkeypatch, tmp_path):
     monkeypatch.delenv("ANKLUME_KEY_DIR", raising=False)
-    assert keys.default_key_dir() == keys.DEFAULT_KEY_DIR
+    assert paths.key_dir() == paths.DEFAULT_KEY_DIR
     monkeypatch.setenv("ANKLUME_KEY_DIR", str(tmp_path))
-    assert keys.default_key_dir() == tmp_path
+    assert paths.key_dir() == tmp_path
 
 
 def test_cli_keys_generate(tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from anklume.agent.validate import ValidationError, load, load_with_warnings
 from typer.testing import CliRunner
+
+from anklume.agent.validate import ValidationError, load, load_with_warnings
 
 BASE = {"schema_version": 1, "project_name": "t",
         "global": {"addressing": {"zone_base": 100}, "gpu_policy": "shared"},

@@ -12,6 +12,9 @@ import os
 import shutil
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from anklume.agent import firewall, nft_live, nftables
 from anklume.agent.model import (
     Domain,
@@ -23,8 +26,6 @@ from anklume.agent.model import (
     TrustLevel,
 )
 from anklume.agent.nft_rules import CHAINS, comment_text, desired_rules, render_removal
-from hypothesis import given
-from hypothesis import strategies as st
 
 IP = ipaddress.IPv4Address
 NET = ipaddress.IPv4Network

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from anklume.agent.desired import desired
 from anklume.agent.firewall import Firewall
 from anklume.agent.incus_state import parse

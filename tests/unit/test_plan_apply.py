@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from anklume.agent.apply import apply, image_source
 from anklume.agent.desired import desired
 from anklume.agent.incus_api import IncusError
@@ -15,7 +16,6 @@ from anklume.agent.incus_state import parse
 from anklume.agent.plan import plan
 from anklume.agent.plan_text import format_plan, format_result
 from anklume.agent.validate import load
-
 from anklume.errors import AnklumeError
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,13 +7,14 @@ import ipaddress
 from dataclasses import replace
 
 import pytest
+from test_plan import IMAGE, edit_machine, machine, observed, ops, want
+from test_plan_apply import FakeIncus
+
 from anklume.agent.apply import apply
 from anklume.agent.plan import KEPT_STOPPED, Op, plan
 from anklume.agent.plan_text import format_plan
 from anklume.agent.resources import IMAGE_KEY, Kind
 from anklume.agent.validate import load
-from test_plan import IMAGE, edit_machine, machine, observed, ops, want
-from test_plan_apply import FakeIncus
 
 
 @pytest.fixture(scope="module")

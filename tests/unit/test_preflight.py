@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from anklume.agent import preflight
 from anklume.agent.desired import desired
 from anklume.agent.incus_api import IncusError

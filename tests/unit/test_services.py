@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent.desired import desired
 from anklume.agent.nft_rules import desired_rules
 from anklume.agent.resources import Kind

@@ -10,6 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_update_fixtures import keyset, make_build  # noqa: F401
+
+from anklume.errors import CommandError, PermanentError
 from anklume.updates import apply, bootctl, source_usb, state, status, sysupdate
 from anklume.updates.anchors import Anchors
 from anklume.updates.errors import ApplyRefused, SourceUnavailable, VersionRefused
@@ -17,9 +20,6 @@ from anklume.updates.policy import fallback_from
 from anklume.updates.publish import publish
 from anklume.updates.slot import Slot
 from anklume.updates.source_local import LocalSource
-from test_update_fixtures import keyset, make_build  # noqa: F401
-
-from anklume.errors import CommandError, PermanentError
 
 # The shape of `bootctl list --json=short` (fields as systemd 257's bootctl writes them):
 # 0.2.0 was installed with 3 tries, failed them all (+0-3), and systemd-boot booted 0.1.0.

@@ -15,9 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from anklume.signing import keys
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from anklume.signing import keys
 
 SIG_PART_BYTES = 16 * 1024
 

@@ -10,12 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from test_update_fixtures import keyset, make_build  # noqa: F401
+
 from anklume.updates import hashing, stage
 from anklume.updates.anchors import Anchors
 from anklume.updates.errors import FileMismatch, MissingFile, TruncatedDownload
 from anklume.updates.publish import publish
 from anklume.updates.source_http import HttpSource
-from test_update_fixtures import keyset, make_build  # noqa: F401
 
 
 class Server:

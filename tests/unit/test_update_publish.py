@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_update_fixtures import keyset, make_build, other_keyset  # noqa: F401
+
 from anklume.updates import manifest, manifest_sig, publish
 from anklume.updates.errors import PublishRefused
-from test_update_fixtures import keyset, make_build, other_keyset  # noqa: F401
 
 
 def test_publish_writes_signed_manifest_and_exactly_the_four_files(tmp_path, keyset):

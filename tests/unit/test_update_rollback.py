@@ -12,12 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from anklume.updates import bootctl, policy, rollback, state, status, verity_sig
-from anklume.updates.errors import VersionRefused
-from anklume.updates.rollback import RollbackRefused
 from test_update_fixtures import keyset, make_uki, other_keyset  # noqa: F401
 
 from anklume.errors import PermanentError
+from anklume.updates import bootctl, policy, rollback, state, status, verity_sig
+from anklume.updates.errors import VersionRefused
+from anklume.updates.rollback import RollbackRefused
 
 ESP = "/efi/EFI/Linux"
 

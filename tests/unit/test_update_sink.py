@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from anklume.updates import sink
-from anklume.updates.errors import FileMismatch
 from test_update_fixtures import keyset, make_build  # noqa: F401
 from typer.testing import CliRunner
 
 from anklume.cli import app
+from anklume.updates import sink
+from anklume.updates.errors import FileMismatch
 
 
 def test_zero_chunks_become_holes_and_content_is_exact(tmp_path):

@@ -9,6 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_update_fixtures import (  # noqa: F401
+    keyset,
+    make_build,
+    make_uki,
+    other_keyset,
+    verity_sig_doc,
+)
+
 from anklume.updates import hashing, manifest, manifest_sig, policy, stage, verity_sig
 from anklume.updates.anchors import Anchors
 from anklume.updates.errors import (
@@ -26,13 +34,6 @@ from anklume.updates.errors import (
 )
 from anklume.updates.publish import publish
 from anklume.updates.source_local import LocalSource
-from test_update_fixtures import (  # noqa: F401
-    keyset,
-    make_build,
-    make_uki,
-    other_keyset,
-    verity_sig_doc,
-)
 
 # A usr-verity-sig partition exactly as systemd-repart (trixie, via mkosi) wrote it in a real
 # `anklume build`, and the public certificate of the key that signed it.

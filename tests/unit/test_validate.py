@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from anklume.agent.model import InstanceType, TrustLevel
 from anklume.agent.validate import Problem, ValidationError, load, load_with_warnings
-
 from anklume.errors import PermanentError
 
 BASE = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from anklume.agent import apply, values
-from anklume.agent.model import bridge_name
-from anklume.agent.nftables import render
 from test_validate import doc, errors, ok, where, write
 from typer.testing import CliRunner
 
+from anklume.agent import apply, values
+from anklume.agent.model import bridge_name
+from anklume.agent.nftables import render
 from anklume.cli import app
 
 

@@ -11,12 +11,13 @@ import ipaddress
 from collections import Counter
 
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
 from anklume.agent import schema
 from anklume.agent.model import TrustLevel
 from anklume.agent.validate import ValidationError, load_with_warnings, validate
-from anklume.agent.yamlfile import parse
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from anklume.yamlfile import parse
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

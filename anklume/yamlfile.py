@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import yaml
-from anklume.agent.problems import KeyPath, Problem, ValidationError
+
+from anklume.problems import KeyPath, Problem, ValidationError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # Deeper keys are never reported by path, so their lines are not worth recording.

@@ -1,0 +1,139 @@
+"""Every place on disk that anklume's Python code reads or writes, named once.
+
+The state directory is the persistent partition (survives reboots and OS updates); the run
+directory is a tmpfs (gone at reboot: right for a lock or this boot's pool state); the share
+directory is inside the verified, read-only /usr. Each function reads its environment override
+at call time, so tests and development hosts can point it elsewhere after import.
+
+The image's shell scripts and systemd units (image/extra, image/initrd, updates/sysupdate.d)
+cannot import this and name the default locations literally: keep them in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The appliance's defaults. DEFAULT_STATE_DIR is also where the persistent partition is mounted.
+DEFAULT_STATE_DIR = Path("/var/lib/anklume")
+DEFAULT_RUN_DIR = Path("/run/anklume")
+SHARE_DIR = Path("/usr/share/anklume")
+# The build host's signing keys: outside the repository, and not under ANKLUME_STATE_DIR (a
+# build host's keys are not an appliance's state).
+DEFAULT_KEY_DIR = DEFAULT_STATE_DIR / "keys"
+
+
+def _env(name: str, default: Path) -> Path:
+    return Path(os.environ.get(name) or default)
+
+
+def state_dir() -> Path:
+    return _env("ANKLUME_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+def run_dir() -> Path:
+    return _env("ANKLUME_RUN_DIR", DEFAULT_RUN_DIR)
+
+
+# ------------------------------------------------------------------ persistent (state_dir)
+
+def user_config() -> Path | None:
+    """The user's infra.yml, else their infra/ directory, else None (the embedded default)."""
+    f = state_dir() / "infra.yml"
+    if f.is_file():
+        return f
+    d = state_dir() / "infra"
+    if d.is_dir():
+        return d
+    return None
+
+
+def firewall_file() -> Path:
+    return state_dir() / "firewall.nft"
+
+
+def last_result_file() -> Path:
+    return state_dir() / "last-result.json"
+
+
+def firstboot_record() -> Path:
+    """The first-boot wizard's choices (firstboot/choices.py): a data pool exists."""
+    return state_dir() / "firstboot.json"
+
+
+def pool_key_cred() -> Path:
+    """The ZFS pool's passphrase sealed to the TPM2 (systemd-creds), when enrolled."""
+    return state_dir() / "pool-key.cred"
+
+
+def authorized_keys() -> Path:
+    """root's SSH keys; the image's sshd reads them here."""
+    return state_dir() / "identity/ssh/authorized_keys"
+
+
+def root_password_hash() -> Path:
+    """/etc is rebuilt at every boot, so the image applies this hash at every boot."""
+    return state_dir() / "identity/root-password-hash"
+
+
+def update_state_file() -> Path:
+    return state_dir() / "update-state.json"
+
+
+# ------------------------------------------------------------------ this boot (run_dir)
+
+def lock_file() -> Path:
+    return run_dir() / "apply.lock"
+
+
+def pool_status_file() -> Path:
+    """This boot's state of the data pool (anklume/pool_status.py)."""
+    return run_dir() / "pool-status"
+
+
+def pool_mount() -> Path:
+    """The LUKS+btrfs pool's top level, mounted at every boot (Incus's storage pool is in it)."""
+    return run_dir() / "pool"
+
+
+def incus_staging() -> Path:
+    """Where the first boot mounts the pool's Incus dataset to copy Incus's state into it."""
+    return run_dir() / "incus-new"
+
+
+def cfg_mount() -> Path:
+    """The user's ANKLUME-CFG volume, mounted read-only to read the answers file."""
+    return run_dir() / "cfg"
+
+
+def update_work_dir() -> Path:
+    """Downloads and the staging directory named by updates/sysupdate.d."""
+    return run_dir() / "update"
+
+
+# ------------------------------------------------------------------ the image (read-only /usr)
+
+def image_catalog() -> Path:
+    """The container images the build ships (agent/images.py)."""
+    return _env("ANKLUME_IMAGE_CATALOG", SHARE_DIR / "images")
+
+
+def trust_anchors_dir() -> Path:
+    """The update and Secure Boot db certificates the build installs."""
+    return SHARE_DIR / "keys"
+
+
+# ------------------------------------------------------------------ the build host
+
+def key_dir() -> Path:
+    # The override lets tests and CI keep a throw-away key set elsewhere.
+    return _env("ANKLUME_KEY_DIR", DEFAULT_KEY_DIR)
+
+
+def tools_dir() -> Path:
+    """mkosi and the image tools (scripts/setup-image-tools installs them)."""
+    return _env("ANKLUME_TOOLS_DIR", DEFAULT_STATE_DIR / "tools")
+
+
+def cache_dir() -> Path:
+    return _env("ANKLUME_CACHE_DIR", Path("/var/cache/anklume"))
