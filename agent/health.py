@@ -92,21 +92,23 @@ def judge(f: Facts) -> list[Check]:
 
 def _incus_error(timeout: float, incus: Any = None) -> str | None:
     # In a thread: a wedged daemon must not hang the gate (the socket has no timeout of its own).
-    from anklume.agent.boot import wait_for_incus
-    from anklume.agent.incus_api import Incus
+    # Not boot.wait_for_incus: importing the boot run costs the gate seconds under emulation.
+    from anklume.agent import retry
+    from anklume.agent.incus_api import Incus, IncusError
 
     out: list[str | None] = [f"no answer within {timeout:g} s"]
 
     def ask() -> None:
-        try:
-            wait_for_incus(incus or Incus(), timeout)
+        try:  # a new client per try: a missing socket (Incus restarting) is retried too
+            retry.retry(lambda: (incus or Incus()).get("/1.0"), deadline_s=timeout,
+                        retry_on=(*retry.transient(), IncusError))
             out[0] = None
         except (AnklumeError, OSError) as e:
-            out[0] = str(e)
+            out[0] = f"no answer within {timeout:g} s: {e}"
 
     t = threading.Thread(target=ask, daemon=True)
     t.start()
-    t.join(timeout + 1.0)  # wait_for_incus gives up at the deadline; a hung request does not
+    t.join(timeout + 1.0)  # retry gives up at the deadline; a hung request does not
     return out[0]
 
 
