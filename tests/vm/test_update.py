@@ -332,8 +332,8 @@ def test_rollback_boots_the_previous_version_at_every_boot(update_run) -> None:
         boots
     log = decode(u.per_boot("upd.rollback_log_b64")[2])
     # The report, read back from bootctl after the change, written before the reboot.
+    # (Its exit status is not: --reboot's shutdown stops the script that would write it.)
     assert f"next boot: {u.v1} (anklume_{u.v1}.efi)" in log, log
-    assert "rc=0" in log, log
     for i in (2, 3):  # both boots of V1: not on trial, healthy, V2 set aside, V1 next
         assert u.per_boot("upd.count_path")[i] == "missing", u.per_boot("upd.count_path")
         assert u.per_boot("upd.health")[i] == "active"
