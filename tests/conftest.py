@@ -6,7 +6,7 @@ overlapping the boots with the image builds, the Incus tests and the unit tests.
 Tests that share an expensive fixture (a chain of boots of one disk, a module's boots, the
 host's one Incus daemon) must stay in one worker, or each worker would repeat the boots, or
 two would drive the same Incus at once. Work is handed out in collection order, so the
-longest groups come first and the unit tests last, to fill the gaps at the end.
+longest groups come first; the unit tests fill the wait for the image build.
 Without -n all of this only reorders the tests.
 """
 
@@ -37,10 +37,10 @@ _FIXTURE_GROUPS = [
 _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
 # The order work is handed out in. The updates first: two more image builds and about 25 min of
 # boots. The Incus tests next: the other worker runs them while the first one builds the image
-# (a cold build is mostly single-threaded package installation). Then the stick's chain of four
-# boots (~13 min), the pools (9 and 7), the mismatched update (its own machine, off the update
-# run's worker: it reuses V2's build, made under the build lock), the other boots, and the unit
-# tests last, as filler.
+# (a cold build is mostly single-threaded package installation), then the unit tests (see
+# _rank). Then the stick's chain of four boots (~13 min), the pools (9 and 7), the mismatched
+# update (its own machine, off the update run's worker: it reuses V2's build, made under the
+# build lock), the other boots.
 _ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "console-setup",
           "update-mismatch"]
 
@@ -55,11 +55,14 @@ def _group(item: pytest.Item) -> str | None:
     return None
 
 
-def _rank(item: pytest.Item, group: str | None) -> int:
+def _rank(item: pytest.Item, group: str | None) -> float:
     if group in _ORDER:
         return _ORDER.index(group)
-    in_vm = Path(str(item.path)).is_relative_to(REPO / "tests" / "vm")
-    return len(_ORDER) + (0 if in_vm else 1)
+    if not Path(str(item.path)).is_relative_to(REPO / "tests" / "vm"):
+        # Right after the Incus tests: on a fresh machine the image build outlasts them, and
+        # every boot waits for it; the unit tests fill that wait instead of the end.
+        return _ORDER.index(_INCUS_GROUP) + 0.5
+    return len(_ORDER)
 
 
 # A wrapper: its part before `yield` runs before xdist's hook reads the xdist_group marks
