@@ -88,7 +88,7 @@ def live_pool(free_bytes: int) -> dict[str, Any]:
     """The `default` pool while Incus keeps its state in RAM (no data pool yet): btrfs on a
     sparse file that Incus makes itself under /var/lib/incus (a tmpfs here). A dir pool unpacks
     the whole image into every instance; btrfs unpacks it once and makes each instance a
-    snapshot of it, as the encrypted pools do (bench/agent measures both). Its size is the room
+    snapshot of it, as the encrypted pools do (bench/live-pool measures both). Its size is the room
     left on that tmpfs, so btrfs is not promised space that the RAM behind it cannot hold."""
     mib = max(free_bytes // 2**20, 256)  # btrfs needs ~114 MiB of its own
     return {"name": POOL, "driver": "btrfs", "config": {"size": f"{mib}MiB"},
