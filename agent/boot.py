@@ -95,7 +95,7 @@ def live_pool(free_bytes: int) -> dict[str, Any]:
             "description": "made by the anklume agent until a data pool exists (in RAM)"}
 
 
-def ensure_pool(incus: Incus, incus_dir: Path = Path("/var/lib/incus")) -> bool:
+def ensure_pool(incus: Incus, incus_dir: Path = Path(paths.INCUS_DIR)) -> bool:
     """Create the `default` storage pool (live_pool(), or a dir pool where btrfs cannot be
     made) when Incus has none by that name; an existing pool is never touched. True when it was
     created. Until the encrypted data pool exists Incus keeps its state in RAM, so this happens

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from anklume import paths
 from anklume.agent import nft_rules
 from anklume.agent.model import Domain, Infra, InstanceType, Machine, ServiceGrant, frozen_map
 from anklume.agent.resources import (
@@ -21,7 +22,6 @@ from anklume.agent.resources import (
 )
 
 STORAGE_POOL = "default"
-INCUS_DIR = "/var/lib/incus"
 _MODEL_DEFAULT = Machine.__dataclass_fields__["os_image"].default
 
 
@@ -102,7 +102,8 @@ def proxy(g: ServiceGrant) -> dict[str, str]:
         listen = f"tcp:{g.listen}"
     else:
         # Incus keeps an instance of project P as <P>_<name>; domains are never "default".
-        connect = f"unix:{INCUS_DIR}/containers/{g.provider_domain}_{g.provider}/rootfs{g.socket}"
+        rootfs = f"{paths.INCUS_DIR}/containers/{g.provider_domain}_{g.provider}/rootfs"
+        connect = f"unix:{rootfs}{g.socket}"
         listen = f"unix:{g.listen}"
     return {"type": "proxy", "bind": "instance", "listen": listen, "connect": connect}
 

@@ -18,6 +18,9 @@ from pathlib import Path
 DEFAULT_STATE_DIR = Path("/var/lib/anklume")
 DEFAULT_RUN_DIR = Path("/run/anklume")
 SHARE_DIR = Path("/usr/share/anklume")
+# Incus's own state directory (not anklume's): in RAM in live mode, on the data pool after the
+# first boot moved it there. A string: it goes into commands and Incus device settings.
+INCUS_DIR = "/var/lib/incus"
 # The build host's signing keys: outside the repository, and not under ANKLUME_STATE_DIR (a
 # build host's keys are not an appliance's state).
 DEFAULT_KEY_DIR = DEFAULT_STATE_DIR / "keys"

@@ -14,7 +14,6 @@ from anklume import paths
 from anklume.firstboot import pool_luks, pool_zfs
 from anklume.firstboot.steps import Command
 
-INCUS_DIR = "/var/lib/incus"  # Incus's own state directory (not anklume's)
 STORAGE_POOL = "default"  # the name the agent's profiles use (agent/desired.py)
 UNITS = ("incus.service", "incus.socket", "incus-startup.service")
 
@@ -56,11 +55,11 @@ def move(backend: str, pool: str) -> tuple[Command, ...]:
     staging = str(paths.incus_staging())
     return (
         *stop(),
-        Command(("mkdir", "-p", staging, INCUS_DIR)),
+        Command(("mkdir", "-p", staging, paths.INCUS_DIR)),
         _mount(backend, pool, staging),
-        Command(("cp", "-a", "--", f"{INCUS_DIR}/.", staging)),
+        Command(("cp", "-a", "--", f"{paths.INCUS_DIR}/.", staging)),
         Command(("umount", staging)),
-        _mount(backend, pool, INCUS_DIR),
+        _mount(backend, pool, paths.INCUS_DIR),
         *start(),
         Command(("incus", "admin", "init", "--preseed"), stdin="preseed"),
     )
@@ -68,5 +67,6 @@ def move(backend: str, pool: str) -> tuple[Command, ...]:
 
 def adopt(backend: str, pool: str) -> tuple[Command, ...]:
     """An imported pool: its state is the one to keep; nothing is copied, nothing declared."""
-    return (*stop(), Command(("mkdir", "-p", INCUS_DIR)), _mount(backend, pool, INCUS_DIR),
+    return (*stop(), Command(("mkdir", "-p", paths.INCUS_DIR)),
+            _mount(backend, pool, paths.INCUS_DIR),
             *start())

@@ -136,7 +136,7 @@ def make(a: Answers, ctx: Context) -> Plan:
     pool = a.pool_name if a.action == "create" or a.backend != "zfs" else (
         target.disk.pool_label or a.pool_name)
     steps.append(Step("incus", "Move Incus's state and storage pool onto the encrypted pool",
-                      (f"{incus_state.INCUS_DIR} on the pool; storage pool "
+                      (f"{paths.INCUS_DIR} on the pool; storage pool "
                        f"'{incus_state.STORAGE_POOL}' on it (Incus is stopped meanwhile)",),
                       incus(a.backend, pool)))
     steps.append(_record(a, target, ctx, pool, tpm))

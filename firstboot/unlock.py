@@ -17,7 +17,7 @@ from typing import Protocol
 from anklume import log, paths, pool_status
 from anklume.errors import AnklumeError, CommandError
 from anklume.firstboot import choices as choices_mod
-from anklume.firstboot import incus_state, pool_luks, pool_zfs
+from anklume.firstboot import pool_luks, pool_zfs
 from anklume.firstboot.steps import Command
 from anklume.pool_status import PoolStatus
 from anklume.run import run
@@ -172,8 +172,8 @@ class ZfsPool:
         incus = f"{self.c.pool_name}/{pool_zfs.DATASET_INCUS}"
         if not pool_zfs.dataset_exists(incus):
             raise CommandError(["zfs", "list", incus], 1, f"dataset {incus} is missing")
-        run(["mkdir", "-p", incus_state.INCUS_DIR])
-        run(list(pool_zfs.mount_incus(self.c.pool_name, incus_state.INCUS_DIR).argv))
+        run(["mkdir", "-p", paths.INCUS_DIR])
+        run(list(pool_zfs.mount_incus(self.c.pool_name, paths.INCUS_DIR).argv))
 
 
 class LuksPool:
@@ -201,8 +201,8 @@ class LuksPool:
         return luks_result(proc.returncode, proc.stderr)
 
     def mount(self) -> None:
-        for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", incus_state.INCUS_DIR)),
-                    pool_luks.mount_incus(incus_state.INCUS_DIR)):
+        for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", paths.INCUS_DIR)),
+                    pool_luks.mount_incus(paths.INCUS_DIR)):
             run(list(cmd.argv))
 
 
