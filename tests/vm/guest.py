@@ -205,8 +205,19 @@ say "ssh_host_keys=$(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)"
 say "ssh_keyscan=$(timeout 60 ssh-keyscan -T 30 127.0.0.1 2>/dev/null \
     | awk '!/^#/ {print $2}' | sort | paste -sd, -)"
 
-# OpenZFS under Secure Boot: the kernel is locked down, so its module must carry a signature
-# the kernel trusts; `zpool` asks for the module the way the wizard will.
+"""
+
+
+# OpenZFS under Secure Boot (the shared boot only: the probe itself loads the module). Until a
+# pool needs it, nothing has loaded it, Incus's start included (image/extra/usr/lib/modprobe.d).
+# Then the kernel is locked down, so the module must carry a signature the kernel trusts;
+# `zpool` asks for the module the way the wizard will.
+ZFS_FACTS = r"""
+say "zfs_loaded_before_probe=$(test -d /sys/module/zfs && echo yes || echo no)"
+say "incus_drivers=$(incus query /1.0 2>/dev/null | python3 -c '
+import json, sys
+env = json.load(sys.stdin)["environment"]
+print(",".join(sorted(d["Name"] for d in env["storage_supported_drivers"])))')"
 out=$(modprobe zfs 2>&1)
 say "zfs_modprobe_rc=$?"
 say "zfs_modprobe_out=$(printf '%s' "$out" | tr '\n' ' ')"
@@ -214,7 +225,6 @@ say "zfs_module=$(cat /sys/module/zfs/version 2>/dev/null)"
 say "zfs_kernel_log=$(dmesg 2>/dev/null | grep -iE 'zfs|module verif|key was rejected|lockdown' \
     | tail -n 6 | base64 -w0)"
 say "zpool_version=$(zpool version 2>&1 | tr '\n' ' ')"
-
 """
 
 
@@ -325,7 +335,13 @@ for t in $timers; do
     timeout 300 systemctl start "$svc" >/dev/null 2>&1
     say "timer_job.$svc=$(systemctl show -p Result --value "$svc")"
 done
-sleep 20
+# Settled: no job left in systemd's queue (what the jobs above may have started), checked,
+# not slept for.
+i=0
+while [ -n "$(systemctl list-jobs --no-legend 2>/dev/null)" ] && [ $i -lt 120 ]; do
+    sleep 1; i=$((i + 1))
+done
+say "settled_jobs=$(systemctl list-jobs --no-legend 2>/dev/null | awk '{print $2}' | paste -sd, -)"
 failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager \
     | awk '{print $1}' | paste -sd, -)
 say "settled_failed_units=$failed"

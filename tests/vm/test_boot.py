@@ -192,6 +192,16 @@ def test_zfs_module_loads_under_secure_boot_lockdown(main_boot: Boot) -> None:
     assert f"zfs-kmod-{r['zfs_module']}" in r["zpool_version"], r["zpool_version"]
 
 
+
+def test_zfs_stays_unloaded_until_a_pool_needs_it(main_boot: Boot) -> None:
+    """Live mode needs no ZFS: after the agent's deploy (Incus started, the live pool made) the
+    module is still not loaded, Incus's probe having honoured image/extra/usr/lib/modprobe.d.
+    Loading it cost ~10 s of every boot; the pool tests prove ZFS pools still work."""
+    r = main_boot.report
+    assert r["zfs_loaded_before_probe"] == "no", r["zfs_loaded_before_probe"]
+    drivers = r["incus_drivers"].split(",")
+    assert "btrfs" in drivers and "zfs" not in drivers, drivers
+
 # --- negative boots ----------------------------------------------------------------------------
 
 

@@ -83,6 +83,7 @@ def test_second_boot_is_steady(second_boot: Boot) -> None:
     jobs = r.prefixed("timer_job.")
     assert jobs, "no active timer found: the settle window proves nothing"
     assert all(v == "success" for v in jobs.values()), jobs
+    assert r["settled_jobs"] == "", f"still queued after 2 minutes: {r['settled_jobs']}"
     assert r["settled_failed_units"] == "", r["settled_failed_units"]
     assert r["failed_units"] == "", r["failed_units"]
     assert r["settled_verity_errors"] == "0"
