@@ -33,7 +33,10 @@ _log = log.get("image")
 PYLXD_FALLBACK = "2.4.2"
 # Cache key of mkosi's incremental image: `<distribution>~<release>~<arch>`.
 _IMAGE_CACHE_GLOB = "debian~trixie~x86-64.*"
-_INITRD_CACHE_GLOB = "*default-initrd*"
+# The initrd subimage (mkosi.images/initrd) and mkosi's default one, which older builds made.
+_INITRD_CACHE_GLOB = "*initrd*"
+# Its output in the staging directory (mkosi-initrd's Output=initrd, cpio, zstd).
+INITRD_OUTPUT = "initrd"
 
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~-]*$")
 
@@ -136,7 +139,8 @@ def _fingerprint(*files: Path) -> str:
 
 
 def config_files(repo: Path) -> list[Path]:
-    files = [repo / "mkosi.conf", *sorted((repo / "mkosi.conf.d").glob("*.conf"))]
+    files = [repo / "mkosi.conf", *sorted((repo / "mkosi.conf.d").glob("*.conf")),
+             *sorted((repo / "mkosi.images").rglob("*.conf"))]
     return [f for f in files if f.is_file()]
 
 
@@ -220,7 +224,8 @@ INITRD_PACKAGE = "anklume-initrd"
 
 
 def build_initrd_package(paths: Paths, version: str) -> Path:
-    """Pack image/initrd/ as a .deb: the only way files get into mkosi's default initrd."""
+    """Pack image/initrd/ as a .deb, installed into both the initrd and the OS (whose units
+    carry over switch-root), as a volatile package: it never invalidates the cached layers."""
     if paths.debs.exists():
         shutil.rmtree(paths.debs)
     paths.debs.mkdir(parents=True)
@@ -325,6 +330,7 @@ def build(
         echo(f"dropped cache {why}")
     clean_outputs(paths.staging)
     clean_outputs(paths.staging, container.OUTPUT)
+    clean_outputs(paths.staging, INITRD_OUTPUT)
     paths.build_dir.mkdir(parents=True, exist_ok=True)
     # The container image first: the OS ships it (image/postinst copies inputs/images/).
     ct_log = paths.build_dir / "mkosi-container.log"

@@ -75,9 +75,10 @@ def test_prepare_caches_drops_image_cache_when_key_changes(tmp_path):
     cache = paths.mkosi_cache
     cache.mkdir(parents=True)
     img = cache / "debian~trixie~x86-64.cache"
-    initrd = cache / "debian~trixie~x86-64~default-initrd.cache"
+    initrd = cache / "debian~trixie~x86-64~initrd.cache"  # mkosi.images/initrd
+    old_initrd = cache / "debian~trixie~x86-64~default-initrd.cache"  # mkosi's, older builds
     tools = cache / "tools.cache"
-    for d in (img, initrd, tools):
+    for d in (img, initrd, old_initrd, tools):
         d.mkdir()
     # No record yet (first build with this code): nothing is dropped, the inputs are recorded.
     assert build.prepare_caches(paths, ks) == []
@@ -89,6 +90,13 @@ def test_prepare_caches_drops_image_cache_when_key_changes(tmp_path):
     assert len(dropped) == 1 and "key" in dropped[0]
     assert not img.exists() and initrd.exists() and tools.exists()
     (repo / "mkosi.conf.d" / "10-x.conf").write_text("[Content]\nPackages=x\n")
+    dropped = build.prepare_caches(paths, ks)
+    assert len(dropped) == 1 and "configuration" in dropped[0]
+    assert not initrd.exists() and not old_initrd.exists() and tools.exists()
+    # The initrd's own config is part of the configuration.
+    initrd.mkdir()
+    (repo / "mkosi.images" / "initrd").mkdir(parents=True)
+    (repo / "mkosi.images" / "initrd" / "mkosi.conf").write_text("[Content]\nRemoveFiles=/x\n")
     dropped = build.prepare_caches(paths, ks)
     assert len(dropped) == 1 and "configuration" in dropped[0]
     assert not initrd.exists() and tools.exists()
