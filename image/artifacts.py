@@ -8,11 +8,10 @@ the signed UKI's own command line, which is the value the booted system will enf
 from __future__ import annotations
 
 import json
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from anklume import uki as ukifile
 from anklume.errors import PermanentError
 
 IMAGE_ID = "anklume"
@@ -52,36 +51,6 @@ class Artifacts:
 def output_name(version: str) -> str:
     """The common stem of every output file of one build."""
     return f"{IMAGE_ID}_{version}"
-
-
-def pe_section(data: bytes, name: str) -> bytes | None:
-    """The contents of one section of a PE image (a UKI), or None when it has none."""
-    if data[:2] != b"MZ" or len(data) < 0x40:
-        raise ValueError("not a PE image")
-    (pe,) = struct.unpack_from("<I", data, 0x3C)
-    if data[pe:pe + 4] != b"PE\0\0":
-        raise ValueError("not a PE image")
-    nsections, = struct.unpack_from("<H", data, pe + 6)
-    opt_size, = struct.unpack_from("<H", data, pe + 20)
-    table = pe + 24 + opt_size
-    for i in range(nsections):
-        off = table + 40 * i
-        sname = data[off:off + 8].rstrip(b"\0").decode(errors="replace")
-        vsize, _vaddr, rsize, rptr = struct.unpack_from("<IIII", data, off + 8)
-        if sname == name:
-            # The raw data is padded to the file alignment; the virtual size is the real length.
-            return data[rptr:rptr + min(vsize, rsize) if vsize else rsize]
-    return None
-
-
-def uki_cmdline(uki: Path) -> str:
-    sec = pe_section(uki.read_bytes(), ".cmdline")
-    return sec.rstrip(b"\0").decode().strip() if sec else ""
-
-
-def usr_hash_from_cmdline(cmdline: str) -> str | None:
-    m = re.search(r"(?:^|\s)usrhash=([0-9a-f]{64})(?:\s|$)", cmdline)
-    return m.group(1) if m else None
 
 
 def _split(build_dir: Path, stem: str, kind: str) -> Path | None:
@@ -131,13 +100,13 @@ def find(
     from anklume.signing.keys import KeySet
 
     ks = KeySet(key_dir)
-    cmdline = uki_cmdline(uki)
+    cmdline = ukifile.cmdline(uki)
     return Artifacts(
         build_dir=build_dir,
         version=version,
         raw=raw,
         uki=uki,
-        usr_hash=usr_hash_from_cmdline(cmdline),
+        usr_hash=ukifile.usr_hash(cmdline),
         cmdline=cmdline,
         usr=_split(build_dir, stem, f"usr-{ARCH}"),
         usr_verity=_split(build_dir, stem, f"usr-{ARCH}-verity"),

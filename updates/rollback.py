@@ -128,13 +128,14 @@ def plan(entries: Sequence[BootEntry], running: str, st: State) -> Plan:
 
 def usrhash(uki: Path) -> str:
     """The one root hash that every command line of the UKI pins."""
-    from anklume.updates import pe
+    from anklume import uki as ukifile
 
     try:
-        lines = pe.cmdlines(uki)
-    except (pe.NotPE, OSError) as e:
+        lines = ukifile.cmdlines(uki)
+    except (ukifile.NotPE, OSError) as e:
         raise RollbackRefused(f"{uki}: unreadable UKI ({e})") from None
-    found = {h for c in lines.values() for h in re.findall(r"(?:^|\s)usrhash=([0-9a-f]{64})", c)}
+    found = {h for c in lines.values() for h in ukifile.usrhash_values(c)
+             if ukifile.is_root_hash(h)}
     if len(found) != 1:
         raise RollbackRefused(f"{uki.name}: expected one usrhash= in its command lines, "
                               f"found {len(found)}")

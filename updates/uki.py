@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from anklume.updates import pe
+from anklume import uki as ukifile
 from anklume.updates.errors import UkiSignatureInvalid, UsrHashMismatch
 from anklume.updates.runner import Runner, system
 
@@ -24,11 +23,11 @@ def verify_signature(uki: Path, db_cert: Path, runner: Runner = system) -> None:
 def verify_usrhash(uki: Path, root_hash: str) -> None:
     """Every command line the UKI can boot (base and each profile) must pin this root hash."""
     try:
-        lines = pe.cmdlines(uki)
-    except pe.NotPE as e:
+        lines = ukifile.cmdlines(uki)
+    except ukifile.NotPE as e:
         raise UkiSignatureInvalid(f"{uki.name}: not a PE image ({e})") from None
     for which, cmdline in lines.items():
-        found = re.findall(r"(?:^|\s)usrhash=(\S*)", cmdline)
+        found = ukifile.usrhash_values(cmdline)
         if found != [root_hash]:
             got = ", ".join(found) if found else "none"
             raise UsrHashMismatch(

@@ -3,6 +3,7 @@ import struct
 
 import pytest
 
+from anklume import uki as ukifile
 from anklume.image import artifacts
 
 HASH = "a" * 32 + "b" * 32
@@ -26,16 +27,21 @@ def make_pe(sections: dict[str, bytes]) -> bytes:
     return bytes(head) + body
 
 
-def test_pe_section_reads_exact_length():
-    pe = make_pe({".osrel": b"ID=x\n", ".cmdline": b"root=tmpfs usrhash=" + HASH.encode()})
-    assert artifacts.pe_section(pe, ".cmdline") == b"root=tmpfs usrhash=" + HASH.encode()
-    assert artifacts.pe_section(pe, ".osrel") == b"ID=x\n"
-    assert artifacts.pe_section(pe, ".linux") is None
+def test_section_reads_exact_length(tmp_path):
+    f = tmp_path / "x.efi"
+    cmdline = b"root=tmpfs usrhash=" + HASH.encode()
+    f.write_bytes(make_pe({".osrel": b"ID=x\n", ".cmdline": cmdline}))
+    assert ukifile.section(f, ".cmdline") == b"root=tmpfs usrhash=" + HASH.encode()
+    assert ukifile.section(f, ".osrel") == b"ID=x\n"
+    assert ukifile.section(f, ".linux") is None
+    assert ukifile.cmdline(f) == f"root=tmpfs usrhash={HASH}"
 
 
-def test_pe_section_rejects_non_pe():
-    with pytest.raises(ValueError):
-        artifacts.pe_section(b"\x7fELF" + b"\0" * 100, ".cmdline")
+def test_section_rejects_non_pe(tmp_path):
+    f = tmp_path / "x.efi"
+    f.write_bytes(b"\x7fELF" + b"\0" * 100)
+    with pytest.raises(ukifile.NotPE):
+        ukifile.section(f, ".cmdline")
 
 
 @pytest.mark.parametrize(
@@ -44,11 +50,13 @@ def test_pe_section_rejects_non_pe():
         (f"root=tmpfs usrhash={HASH} console=ttyS0", HASH),
         (f"usrhash={HASH}", HASH),
         (f"roothash={HASH}", None),
+        (f"usrhash={HASH}x", None),
+        (f"usrhash={HASH} usrhash={'c' * 64}", None),
         ("root=tmpfs", None),
     ],
 )
-def test_usr_hash_from_cmdline(cmdline, expected):
-    assert artifacts.usr_hash_from_cmdline(cmdline) == expected
+def test_usr_hash(cmdline, expected):
+    assert ukifile.usr_hash(cmdline) == expected
 
 
 def fake_build(d, version="1.2.3", split=True):

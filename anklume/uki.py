@@ -1,17 +1,23 @@
-"""Read the section table of a PE image (a UKI) from a file, without loading the 50-90 MB.
+"""Read a UKI (a PE image) from its file: the section table, a section, its command lines.
 
-image/artifacts.pe_section reads the first section of a name from bytes in memory; here we need
-every section in order, because a UKI with profiles carries several `.cmdline` sections: one
-before the first `.profile` (the base) and optionally one after each `.profile` marker.
+One reader for the build (`image/artifacts`: the usr hash a build pins), the update checks
+(`updates/uki`: every command line pins the signed root hash) and rollback (`updates/rollback`:
+which /usr slot a UKI boots). Only the table and the sections asked for are read, never the
+whole 50-90 MB file. A UKI with profiles carries several `.cmdline` sections: one before the
+first `.profile` marker (the base) and optionally one after each marker, so sections keep
+their order.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 _MAX_SECTIONS = 96  # PE allows 65535; a UKI has ~12 (more with profiles): refuse absurd tables
+_USRHASH = re.compile(r"(?:^|\s)usrhash=(\S*)")
+_ROOT_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class NotPE(ValueError):
@@ -26,6 +32,7 @@ class Section:
 
 
 def sections(path: Path) -> list[Section]:
+    """The section table, in file order."""
     with open(path, "rb") as f:
         dos = f.read(0x40)
         if len(dos) < 0x40 or dos[:2] != b"MZ":
@@ -45,7 +52,7 @@ def sections(path: Path) -> list[Section]:
             raise NotPE(f"{path.name}: section table cut short")
     out = []
     for i in range(count):
-        raw = table[40 * i: 40 * i + 40]
+        raw = table[40 * i : 40 * i + 40]
         name = raw[:8].rstrip(b"\0").decode("ascii", errors="replace")
         vsize, _vaddr, rsize, rptr = struct.unpack_from("<IIII", raw, 8)
         out.append(Section(name, rptr, min(vsize, rsize) if vsize else rsize))
@@ -58,20 +65,37 @@ def read(path: Path, s: Section) -> bytes:
         return f.read(s.size)
 
 
+def section(path: Path, name: str) -> bytes | None:
+    """The first section of that name (the base one of a UKI with profiles), or None."""
+    for s in sections(path):
+        if s.name == name:
+            return read(path, s)
+    return None
+
+
+def _text(data: bytes) -> str:
+    return data.rstrip(b"\0").decode(errors="replace").strip()
+
+
+def cmdline(path: Path) -> str:
+    """The base command line ("" when the UKI has none)."""
+    data = section(path, ".cmdline")
+    return _text(data) if data is not None else ""
+
+
 def cmdlines(path: Path) -> dict[str, str]:
     """Every command line the UKI can boot with: {"base": ..., "profile 0": ..., ...}.
 
     A profile without its own `.cmdline` boots with the base one (systemd-stub falls back to
     the sections before the first `.profile`), so it is listed with the base value.
     """
-    secs = sections(path)
     base: str | None = None
     profiles: list[str | None] = []
-    for s in secs:
+    for s in sections(path):
         if s.name == ".profile":
             profiles.append(None)
         elif s.name == ".cmdline":
-            text = read(path, s).rstrip(b"\0").decode(errors="replace").strip()
+            text = _text(read(path, s))
             if profiles:
                 profiles[-1] = text
             elif base is None:
@@ -80,3 +104,19 @@ def cmdlines(path: Path) -> dict[str, str]:
     for i, p in enumerate(profiles):
         result[f"profile {i}"] = p if p is not None else (base or "")
     return result
+
+
+def usrhash_values(line: str) -> list[str]:
+    """Every `usrhash=` value on a command line, as written (checks report what they found)."""
+    return _USRHASH.findall(line)
+
+
+def is_root_hash(value: str) -> bool:
+    """A dm-verity root hash as usrhash= takes it: sha256, 64 lowercase hex digits."""
+    return _ROOT_HASH.fullmatch(value) is not None
+
+
+def usr_hash(line: str) -> str | None:
+    """The dm-verity root hash a command line pins: its one well-formed `usrhash=`, else None."""
+    found = [v for v in usrhash_values(line) if is_root_hash(v)]
+    return found[0] if len(found) == 1 else None
