@@ -1,22 +1,17 @@
-"""Which disks can hold the encrypted data pool (pure: lsblk's JSON in, decisions out).
-
-lsblk (util-linux) is the source rather than pyudev or our own sysfs walk: one call gives the
-device tree with sizes, models, serials, mount points and on-disk signatures, and it probes the
-signatures itself where no udev database exists (a bare host, an early boot).
-"""
+"""Which disks can hold the encrypted data pool (pure: lsblk's JSON in, decisions out; read
+with anklume/lsblk.py, which says why lsblk is the source)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from anklume.paths import DEFAULT_STATE_DIR
+from anklume import lsblk
 
 # Below this a data pool makes no sense (instances, images, snapshots).
 MIN_POOL_BYTES = 4 * 1024**3
 
-# Mount points that mean "this disk runs the system we are on".
-SYSTEM_MOUNTS = frozenset({"/", "/usr", "/boot", "/efi", str(DEFAULT_STATE_DIR)})
+SYSTEM_MOUNTS = lsblk.SYSTEM_MOUNTS
 
 # Partition labels the image gives its own partitions (image/LAYOUT.md); `_empty` is slot B
 # before its first update.
@@ -25,13 +20,8 @@ IMAGE_LABEL_PREFIXES = ("anklume_", "anklume-", "_empty")
 # Signatures of a pool we could import rather than create.
 POOL_SIGNATURES = {"zfs_member": "zfs", "crypto_LUKS": "luks"}
 
-# LABEL/UUID: for a zfs_member libblkid reports the pool name and the pool GUID (decimal), for
-# crypto_LUKS the LUKS UUID: the stable ids an import needs. WWN: one of the disk references
-# the answers file accepts.
-LSBLK_COLUMNS = (
-    "NAME,PATH,TYPE,SIZE,RM,RO,ROTA,MODEL,SERIAL,WWN,TRAN,FSTYPE,PTTYPE,PARTLABEL,LABEL,UUID,"
-    "MOUNTPOINTS"
-)
+# The columns from_lsblk reads (firstboot/detect.py runs lsblk with them).
+LSBLK_COLUMNS = lsblk.DISK_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -69,22 +59,6 @@ class Disk:
         return None
 
 
-def _walk(node: Mapping) -> Iterator[Mapping]:
-    yield node
-    for child in node.get("children") or ():
-        yield from _walk(child)
-
-
-def _text(value: object) -> str | None:
-    s = str(value).strip() if value is not None else ""
-    return s or None
-
-
-def _flag(value: object) -> bool:
-    # lsblk 2.38 prints JSON booleans; older versions print "0"/"1".
-    return value is True or str(value) == "1"
-
-
 def from_lsblk(doc: Mapping) -> list[Disk]:
     """Every whole disk in `lsblk --json --bytes --output LSBLK_COLUMNS` (tree form)."""
     disks = []
@@ -92,29 +66,30 @@ def from_lsblk(doc: Mapping) -> list[Disk]:
         if top.get("type") != "disk":
             continue  # loop, rom, ... are never pool disks
         name = str(top.get("name", ""))
-        nodes = list(_walk(top))
+        nodes = list(lsblk.walk(top))
         mounts = tuple(sorted({m for n in nodes for m in (n.get("mountpoints") or ()) if m}))
         labels = [str(n.get("partlabel") or "") for n in nodes]
         signatures = tuple(dict.fromkeys(
-            s for n in nodes for s in (_text(n.get("pttype")), _text(n.get("fstype"))) if s))
+            s for n in nodes for s in (lsblk.text(n.get("pttype")), lsblk.text(n.get("fstype")))
+            if s))
         image = any(lbl.startswith(IMAGE_LABEL_PREFIXES) for lbl in labels)
         size = int(top.get("size") or 0)
         pool = next((n for n in nodes if n.get("fstype") in POOL_SIGNATURES), None)
         disk = Disk(
             path=str(top.get("path") or f"/dev/{name}"),
             size=size,
-            model=_text(top.get("model")),
-            serial=_text(top.get("serial")),
-            transport=_text(top.get("tran")),
-            removable=_flag(top.get("rm")),
-            rotational=_flag(top.get("rota")),
+            model=lsblk.text(top.get("model")),
+            serial=lsblk.text(top.get("serial")),
+            transport=lsblk.text(top.get("tran")),
+            removable=lsblk.flag(top.get("rm")),
+            rotational=lsblk.flag(top.get("rota")),
             signatures=signatures,
             mounts=mounts,
             image=image,
-            unusable=_unusable(name, size, _flag(top.get("ro")), mounts, image),
-            wwn=_text(top.get("wwn")),
-            pool_id=_text(pool.get("uuid")) if pool else None,
-            pool_label=_text(pool.get("label")) if pool else None,
+            unusable=_unusable(name, size, lsblk.flag(top.get("ro")), mounts, image),
+            wwn=lsblk.text(top.get("wwn")),
+            pool_id=lsblk.text(pool.get("uuid")) if pool else None,
+            pool_label=lsblk.text(pool.get("label")) if pool else None,
         )
         disks.append(disk)
     return sorted(disks, key=lambda d: d.path)

@@ -20,9 +20,6 @@ from anklume.errors import PermanentError
 GiB = 1024**3
 MiB = 1024**2
 
-# Mount points whose disk runs the system we are on (`/boot`, `/efi`: its ESP).
-SYSTEM_MOUNTS = frozenset({"/", "/usr", "/boot", "/efi", "/boot/efi"})
-
 
 class FlashRefused(PermanentError):
     """The target may not be written; nothing was."""

@@ -1,7 +1,7 @@
 """Where `anklume flash` looks at the machine: lsblk's tree, /sys, mountinfo and udev.
 
 lsblk gives the tree (partitions, file systems, what is stacked and mounted on them) and is
-parsed with firstboot's helpers. /sys answers what lsblk cannot be trusted with: whether a disk
+read with anklume/lsblk.py. /sys answers what lsblk cannot be trusted with: whether a disk
 sits on USB (its device path), which disk a mounted device-mapper target really lives on
 (`slaves/`). udev (pyudev) only enriches: where no udevd runs (a container, an early boot) it
 has no database and sends no events, so waiting for a stick listens to the kernel's own
@@ -10,7 +10,6 @@ uevents instead and polls /sys/block in any case.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -19,12 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from anklume import lsblk
 from anklume.errors import TemporaryError
-from anklume.firstboot.disks import LSBLK_COLUMNS, _flag, _text, _walk
-from anklume.image.flash import SYSTEM_MOUNTS, Partition, Target
+from anklume.image.flash import Partition, Target
 from anklume.run import run
 
-COLUMNS = LSBLK_COLUMNS + ",MAJ:MIN,PARTUUID"
+COLUMNS = lsblk.DISK_COLUMNS + ",MAJ:MIN,PARTUUID"
 # systemd-boot's record of the ESP it was started from.
 LOADER_PARTUUID = "LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 # lsblk types that are a whole disk we could write; anything else is stacked or optical.
@@ -35,9 +34,10 @@ class NoStickArrived(TemporaryError):
     exit_code = 75  # EX_TEMPFAIL, as the agent's --no-wait: try again later
 
 
-def lsblk() -> Mapping:
+def read_tree() -> Mapping:
+    """This machine's block devices, as lsblk prints them (`{"blockdevices": [...]}`)."""
     out = run(["lsblk", "--json", "--bytes", "--tree", "--output", COLUMNS]).stdout
-    return json.loads(out)
+    return {"blockdevices": lsblk.parse(out)}
 
 
 def _unescape(field: str) -> str:
@@ -141,12 +141,12 @@ def boot_reasons(doc: Mapping, mountinfo: str, sys_root: Path = Path("/sys"),
     and /sys (robust to dm-verity and a tmpfs root), or the ESP the boot loader came from."""
     reasons: dict[str, list[str]] = {}
     for devnum, points in mounts_by_devnum(mountinfo).items():
-        system = sorted(SYSTEM_MOUNTS & set(points))
+        system = sorted(lsblk.SYSTEM_MOUNTS & set(points))
         for disk in disks_under(devnum, sys_root) if system else ():
             reasons.setdefault(disk, []).extend(f"{p} is mounted from it" for p in system)
     if esp_partuuid:
         for top in doc.get("blockdevices") or ():
-            if any(str(n.get("partuuid") or "").lower() == esp_partuuid for n in _walk(top)):
+            if any(str(n.get("partuuid") or "").lower() == esp_partuuid for n in lsblk.walk(top)):
                 reasons.setdefault(str(top.get("name")), []).append(
                     "the boot loader started from its ESP")
     return {d: "; ".join(dict.fromkeys(r)) for d, r in reasons.items()}
@@ -156,19 +156,19 @@ def target_from_node(top: Mapping, sys_root: Path, boot: Mapping[str, str],
                      mounted: Mapping[str, tuple[str, ...]]) -> Target:
     """One top-level lsblk node (a disk or loop device, with its subtree) as a Target."""
     name = str(top.get("name", ""))
-    nodes = list(_walk(top))
+    nodes = list(lsblk.walk(top))
     points = {m for n in nodes for m in (n.get("mountpoints") or ()) if m}
     points |= set(mounted.get(name, ()))
-    lsblk_system = sorted(SYSTEM_MOUNTS & points)
+    lsblk_system = sorted(lsblk.SYSTEM_MOUNTS & points)
     reason = boot.get(name) or (
         ", ".join(lsblk_system) + " mounted from it" if lsblk_system else None)
     parts = tuple(
-        Partition(str(n.get("name")), int(n.get("size") or 0), _text(n.get("fstype")),
-                  _text(n.get("partlabel")),
+        Partition(str(n.get("name")), int(n.get("size") or 0), lsblk.text(n.get("fstype")),
+                  lsblk.text(n.get("partlabel")),
                   tuple(m for m in (n.get("mountpoints") or ()) if m))
         for n in top.get("children") or () if n.get("type") == "part")
     holders = tuple(str(n.get("name")) for n in nodes[1:] if n.get("type") != "part")
-    model, serial = _text(top.get("model")), _text(top.get("serial"))
+    model, serial = lsblk.text(top.get("model")), lsblk.text(top.get("serial"))
     if not (model and serial) and top.get("type") == "disk":
         u_model, u_serial = udev_identity(name)
         model, serial = model or u_model, serial or u_serial
@@ -176,11 +176,11 @@ def target_from_node(top: Mapping, sys_root: Path, boot: Mapping[str, str],
         path=str(top.get("path") or f"/dev/{name}"),
         kind=WHOLE.get(str(top.get("type")), "other"),
         size=int(top.get("size") or 0),
-        model=model, serial=serial, transport=_text(top.get("tran")),
-        removable=_flag(top.get("rm")) or _sys_removable(name, sys_root),
-        usb=_text(top.get("tran")) == "usb" or sys_usb(name, sys_root),
-        read_only=_flag(top.get("ro")),
-        pttype=_text(top.get("pttype")), fstype=_text(top.get("fstype")),
+        model=model, serial=serial, transport=lsblk.text(top.get("tran")),
+        removable=lsblk.flag(top.get("rm")) or _sys_removable(name, sys_root),
+        usb=lsblk.text(top.get("tran")) == "usb" or sys_usb(name, sys_root),
+        read_only=lsblk.flag(top.get("ro")),
+        pttype=lsblk.text(top.get("pttype")), fstype=lsblk.text(top.get("fstype")),
         mounts=tuple(sorted(points)), holders=holders, partitions=parts, boot=reason,
     )
 
@@ -196,7 +196,7 @@ def _mounted_disks(mountinfo: str, sys_root: Path) -> dict[str, tuple[str, ...]]
 def scan(doc: Mapping | None = None, mountinfo: str | None = None,
          sys_root: Path = Path("/sys"), esp_partuuid: str | None = None) -> list[Target]:
     """Every whole disk and loop device, with what lives on it."""
-    doc = lsblk() if doc is None else doc
+    doc = read_tree() if doc is None else doc
     if mountinfo is None:
         mountinfo = Path("/proc/self/mountinfo").read_text()
         esp_partuuid = esp_partuuid or booted_esp_partuuid(sys_root / "firmware/efi/efivars")
@@ -221,11 +221,11 @@ def target(path: str, doc: Mapping | None = None, mountinfo: str | None = None,
         return Target(path, "other")
     # By device number, so /dev/disk/by-id/... names and the kernel name agree.
     devnum = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-    doc = lsblk() if doc is None else doc
+    doc = read_tree() if doc is None else doc
     whole = {t.path: t for t in scan(doc, mountinfo, sys_root, esp_partuuid)}
     for top in doc.get("blockdevices") or ():
         disk = whole.get(str(top.get("path") or f"/dev/{top.get('name')}"))
-        for n in _walk(top):
+        for n in lsblk.walk(top):
             if n.get("maj:min") != devnum:
                 continue
             if n is top and disk is not None:

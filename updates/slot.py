@@ -4,11 +4,11 @@ Run from RAM has loop devices there: no slot of the disk is in use."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from anklume import lsblk
 from anklume.updates.runner import Runner, system
 
 USR_TYPE = "8484680c-9521-48c6-9c11-b0720656f69e"  # usr, x86-64 (Discoverable Partitions)
@@ -23,12 +23,7 @@ class Slot:
 def from_lsblk(lsblk_json: str, partition: str) -> Slot | None:
     """The slot of `partition` (a kernel name such as vda5) from `lsblk -J -o NAME,PARTTYPE`
     of its disk; None when it is not a usr partition there."""
-    def walk(nodes):
-        for n in nodes:
-            yield n
-            yield from walk(n.get("children") or [])
-
-    usr = [n["name"] for n in walk(json.loads(lsblk_json).get("blockdevices", []))
+    usr = [n["name"] for n in lsblk.walk_all(lsblk.parse(lsblk_json))
            if (n.get("parttype") or "").lower() == USR_TYPE]
     if partition not in usr:
         return None

@@ -7,9 +7,9 @@ The stick's filesystem (any the kernel reads, typically FAT or ext4) is labelled
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from anklume import lsblk
 from anklume.updates.errors import SourceUnavailable
 from anklume.updates.runner import Runner, system
 
@@ -24,12 +24,7 @@ def find_device(label: str = LABEL, by_label: Path = BY_LABEL) -> Path | None:
 
 def mountpoint_from_lsblk(lsblk_json: str, device: Path) -> Path | None:
     """Where `device` is mounted, from `lsblk --json -o PATH,MOUNTPOINTS` (None: nowhere)."""
-    def walk(nodes):
-        for n in nodes:
-            yield n
-            yield from walk(n.get("children") or [])
-
-    for n in walk(json.loads(lsblk_json).get("blockdevices", [])):
+    for n in lsblk.walk_all(lsblk.parse(lsblk_json)):
         if n.get("path") == str(device):
             mps = [m for m in (n.get("mountpoints") or []) if m]
             return Path(mps[0]) if mps else None
