@@ -47,9 +47,16 @@ _register()
 
 
 def run() -> None:
-    """Entry point that turns our own errors into a clean message and exit status."""
+    """Entry point that turns our own errors into a clean message and exit status (with the
+    traceback first under --debug, as its help promises)."""
     try:
         app()
     except AnklumeError as e:
+        import logging
+
+        if logging.getLogger("anklume").isEnabledFor(logging.DEBUG):
+            import traceback
+
+            traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(e.exit_code) from None

@@ -1,4 +1,5 @@
-"""Image commands: build, flash, publish."""
+"""Image commands: build, flash (`publish`, which turns a build into an update, is in
+updates/cli.py)."""
 
 from pathlib import Path
 
@@ -57,16 +58,3 @@ def register(app: typer.Typer) -> None:
                 return
         flash_run.flash_image(image, device, force=force, yes=yes, echo=typer.echo,
                               ask=lambda q: typer.prompt(q, default="", show_default=False))
-
-    @app.command("publish")
-    def publish(
-        build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build's outputs."),
-        out: Path = typer.Option(..., "--out", help="Update tree to add the version to."),
-        min_version: str | None = typer.Option(None, "--min-version",
-                                               help="Oldest version that may update to it."),
-        key_dir: Path | None = typer.Option(None, "--key-dir", help="Signing keys."),
-    ) -> None:
-        """Turn a build into a signed update directory (docs/updates.md)."""
-        from anklume.updates.cli import publish_command
-
-        publish_command(build_dir, out, min_version, key_dir)

@@ -1,4 +1,5 @@
-"""`anklume update check|apply|status|rollback`, and the `image publish` entry point."""
+"""`anklume update check|apply|status|rollback`, and `anklume publish` (a build made into a
+signed update directory)."""
 
 from __future__ import annotations
 
@@ -170,10 +171,16 @@ def register(app: typer.Typer) -> None:
 
     app.add_typer(up, name="update")
 
+    @app.command("publish")
+    def publish(
+        build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build's outputs."),
+        out: Path = typer.Option(..., "--out", help="Update tree to add the version to."),
+        min_version: str | None = typer.Option(None, "--min-version",
+                                               help="Oldest version that may update to it."),
+        key_dir: Path | None = typer.Option(None, "--key-dir", help="Signing keys."),
+    ) -> None:
+        """Turn a build into a signed update directory (docs/updates.md)."""
+        from anklume.updates import publish as publish_mod
 
-def publish_command(build_dir: Path, out: Path, min_version: str | None,
-                    key_dir: Path | None) -> None:
-    from anklume.updates import publish
-
-    dest = publish.publish(build_dir, out, min_version=min_version, key_dir=key_dir)
-    typer.echo(f"published {dest.name} in {dest}")
+        dest = publish_mod.publish(build_dir, out, min_version=min_version, key_dir=key_dir)
+        typer.echo(f"published {dest.name} in {dest}")

@@ -19,7 +19,7 @@ USR_VERITY_SIG_BYTES = 16 * 1024
 
 
 def compat() -> dict:
-    """The compat block of this client (and of what `image publish` writes)."""
+    """The compat block of this client (and of what `anklume publish` writes)."""
     return {
         "layout": LAYOUT_VERSION,
         "arch": ARCH,

@@ -1,4 +1,4 @@
-"""`anklume image publish`: turn one build's outputs into a signed update directory.
+"""`anklume publish`: turn one build's outputs into a signed update directory.
 
     OUT/latest                 the newest published version (one line)
     OUT/<version>/manifest.json, manifest.json.sig, the UKI and the three split partitions

@@ -1,7 +1,7 @@
 """An update carried on a USB stick for machines without network: found by its label.
 
 The stick's filesystem (any the kernel reads, typically FAT or ext4) is labelled
-`ANKLUME-UPD` and holds at its root what `anklume image publish --out` wrote (`latest` and
+`ANKLUME-UPD` and holds at its root what `anklume publish --out` wrote (`latest` and
 `<version>/`). It is mounted read-only, without devices, setuid or exec.
 """
 

@@ -45,7 +45,7 @@ def version_prefix(src: Source) -> str:
     if latest is None:
         raise SourceUnavailable(
             f"{src.describe()}: neither {manifest.MANIFEST} nor {manifest.LATEST} found",
-            hint="point --from at what `anklume image publish --out` wrote")
+            hint="point --from at what `anklume publish --out` wrote")
     v = latest.decode(errors="replace").strip()
     if not versions.valid(v):
         where = f"{src.describe().rstrip('/')}/{manifest.LATEST}"

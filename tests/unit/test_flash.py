@@ -332,6 +332,22 @@ def test_cli_without_a_terminal_refuses_with_exit_1(tmp_path: Path, monkeypatch,
     assert "error: no terminal to confirm on" in capsys.readouterr().err
 
 
+def test_debug_prints_the_traceback_it_promises(tmp_path: Path, monkeypatch, capsys) -> None:
+    import logging
+
+    level = logging.getLogger("anklume").level
+    try:
+        code = _cli(monkeypatch, ["--debug", "flash", str(_image(tmp_path)), str(tmp_path / "o")])
+    finally:
+        logging.getLogger("anklume").setLevel(level)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "FlashRefused" in err, err
+    assert err.index("Traceback") < err.index("error: no terminal to confirm on"), err
+    code = _cli(monkeypatch, ["flash", str(_image(tmp_path)), str(tmp_path / "o")])
+    assert code == 1 and "Traceback" not in capsys.readouterr().err
+
+
 def _cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     from anklume import cli
 

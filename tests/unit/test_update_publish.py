@@ -1,4 +1,4 @@
-"""`anklume image publish`: one consistent, signed set of files per version."""
+"""`anklume publish`: one consistent, signed set of files per version."""
 
 # ruff: noqa: F811  (pytest fixtures imported from test_update_fixtures, used as arguments)
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_more_than_the_limit_is_refused(tmp_path):
         sink.write([b"x" * 11], tmp_path / "f", offset=0, limit=10)
 
 
-def test_image_publish_command(tmp_path, keyset):
+def test_publish_command(tmp_path, keyset):
     make_build(tmp_path / "build", "0.2.0", keyset)
     r = CliRunner().invoke(app, ["publish", "--build-dir", str(tmp_path / "build"),
                                  "--out", str(tmp_path / "out"), "--min-version", "0.1.0"])
