@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anklume import __version__, atomic, log, paths, pool_status
+from anklume import __version__, atomic, exitcodes, log, paths, pool_status
 from anklume.agent import last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
@@ -33,10 +33,12 @@ from anklume.errors import AnklumeError
 
 _log = log.get("boot")
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1  # some resource failed, or the agent itself failed (see the last result)
-EXIT_INVALID = 2  # the configuration is invalid: nothing was changed
-EXIT_UNREACHABLE = 75  # EX_TEMPFAIL: Incus never answered
+# Its exit statuses (anklume/exitcodes.py): partial = some resource failed, or the agent
+# itself (see the last result); invalid = nothing was changed; unreachable = Incus never answered.
+EXIT_OK = exitcodes.OK
+EXIT_PARTIAL = exitcodes.FAILED
+EXIT_INVALID = exitcodes.INVALID
+EXIT_UNREACHABLE = exitcodes.TEMPFAIL
 
 INCUS_TIMEOUT = 120.0  # seconds to wait for Incus to answer at boot
 RETRY_TIMEOUT = 300.0  # seconds to keep retrying a reconcile interrupted by temporary errors

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from anklume import exitcodes
 from anklume.agent.cli import PATH_ARG, load_or_exit
 
 # The planning modules load in the commands, not here: every `anklume` run (the health gate at
@@ -68,7 +69,7 @@ def apply_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = F
     elif report.plan.actions:
         typer.echo(format_result(report.result))
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(exitcodes.FAILED)
 
 
 def _apply_lock(no_wait: bool) -> AbstractContextManager[None]:

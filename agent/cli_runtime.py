@@ -8,10 +8,12 @@ from enum import StrEnum
 
 import typer
 
+from anklume import exitcodes
+
 agent_app = typer.Typer(help="The on-box agent's runtime (run by the appliance's units).",
                         no_args_is_help=True)
 
-EXIT_NO_RESULT = 3  # `anklume status`: the agent has not recorded a result yet
+EXIT_NO_RESULT = exitcodes.NOTHING  # `anklume status`: no result recorded yet
 
 
 class Trigger(StrEnum):
@@ -51,7 +53,7 @@ def health_cmd() -> None:
     for c in checks:
         typer.echo(c.line())
     if not health.passed(checks):
-        raise typer.Exit(1)
+        raise typer.Exit(exitcodes.FAILED)
 
 
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

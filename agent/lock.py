@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from anklume import paths
+from anklume import exitcodes, paths
 from anklume.errors import TemporaryError
 
 POLL = 0.1  # seconds between tries while waiting
-EXIT_BUSY = 75  # EX_TEMPFAIL: another apply holds the lock, try again later
+EXIT_BUSY = exitcodes.TEMPFAIL  # another apply holds the lock, try again later
 
 
 @dataclass(frozen=True)

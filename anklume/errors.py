@@ -3,11 +3,13 @@
 Inside the code, errors are typed; only the CLI edge turns them into a message and an exit code.
 """
 
+from anklume import exitcodes
+
 
 class AnklumeError(Exception):
     """An error that explains itself to the user: no traceback needed."""
 
-    exit_code = 1
+    exit_code = exitcodes.FAILED
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

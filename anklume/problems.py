@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from anklume import exitcodes
 from anklume.errors import PermanentError
 
 # A key path inside the merged document: ("domains", "pro", "machines", "pro-dev", "ip").
@@ -46,7 +47,7 @@ class Problem:
 class ValidationError(PermanentError):
     """infra.yml is invalid; `.problems` lists every error found, `.warnings` the warnings."""
 
-    exit_code = 2
+    exit_code = exitcodes.INVALID
 
     def __init__(self, problems: Sequence[Problem], warnings: Sequence[Problem] = ()) -> None:
         self.problems = list(problems)

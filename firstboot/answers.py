@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anklume import yamlfile
+from anklume import exitcodes, yamlfile
 from anklume.errors import PermanentError
 from anklume.firstboot import admin, diskref, passphrase
 from anklume.problems import Problem, ValidationError
@@ -35,7 +35,7 @@ VOLUME_FILE = "anklume-answers.yml"
 
 
 class AnswersError(PermanentError):
-    exit_code = 2
+    exit_code = exitcodes.INVALID
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
-from anklume import atomic, log, paths
+from anklume import atomic, exitcodes, log, paths
 from anklume.errors import AnklumeError, PermanentError
 from anklume.firstboot import choices, console
 from anklume.firstboot.plan import Plan
@@ -23,7 +23,7 @@ Runner = Callable[..., object]  # anklume.run.run's signature
 
 
 class StepFailed(PermanentError):
-    exit_code = 1
+    exit_code = exitcodes.FAILED
 
 
 def secrets_of(plan: Plan, preseed: str | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from anklume import atomic, paths
+from anklume import atomic, exitcodes, paths
 from anklume.errors import PermanentError
 
 FORMAT = "anklume-firstboot"
@@ -18,7 +18,7 @@ VERSION = 1
 
 
 class ChoicesError(PermanentError):
-    exit_code = 2
+    exit_code = exitcodes.INVALID
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from anklume import exitcodes
+
 firstboot = typer.Typer(help="First-boot wizard: disks, GPUs, memory encryption, data pool.",
                         no_args_is_help=True)
 
@@ -86,7 +88,7 @@ def status() -> None:
     c = choices.load()
     if c is None:
         typer.echo("first boot: not done")
-        raise typer.Exit(3)
+        raise typer.Exit(exitcodes.NOTHING)
     pool_id = c.zpool_guid or f"LUKS {c.luks_uuid}, btrfs {c.btrfs_uuid}"
     typer.echo(f"first boot: {'done' if c.done else 'not done'} ({c.action}, {c.created_at})\n"
                f"pool: {c.backend} {c.pool_name} ({pool_id}) on {c.disk_by_id}\n"

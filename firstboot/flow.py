@@ -14,13 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from anklume import paths
+
+# The exit statuses of `anklume firstboot run` (anklume/exitcodes.py).
+from anklume.exitcodes import FAILED, INVALID, NO_ANSWERS  # noqa: F401
+from anklume.exitcodes import NOTHING as DECLINED
+from anklume.exitcodes import OK as DONE
 from anklume.firstboot import answers, apply, choices, diskref, incus_state
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.wizard import HashPassword, hash_password, run_wizard
 from anklume.run import run as run_command
-
-DONE, FAILED, INVALID, DECLINED, NO_ANSWERS = 0, 1, 2, 3, 4
 
 
 def context() -> plan_mod.Context:

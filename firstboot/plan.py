@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from anklume import paths
+from anklume import exitcodes, paths
 from anklume.errors import PermanentError
 from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs
 from anklume.firstboot.answers import Answers
@@ -22,7 +22,7 @@ _SIGNATURES = {"gpt": "a GPT partition table", "dos": "an MBR partition table",
 
 
 class PlanError(PermanentError):
-    exit_code = 2
+    exit_code = exitcodes.INVALID
 
     def __init__(self, problems: Sequence[str], source: str) -> None:
         self.problems = list(problems)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from anklume import log, paths, pool_status
+from anklume import exitcodes, log, paths, pool_status
 from anklume.errors import AnklumeError, CommandError
 from anklume.firstboot import choices as choices_mod
 from anklume.firstboot import pool_luks, pool_zfs
@@ -233,7 +233,7 @@ def main(choices_path: Path | None = None, status: Path | None = None,
     c = choices_mod.load(choices_path)
     if c is None or not c.done:
         say("the first-boot wizard has not finished: no data pool to unlock")
-        return 3
+        return exitcodes.NOTHING
     if pool is None and not wait_for_disk(c.disk_by_id):
         say(f"waited {DISK_WAIT_S:g} s for the data disk {c.disk_by_id}: not there")
     try:
@@ -246,4 +246,4 @@ def main(choices_path: Path | None = None, status: Path | None = None,
     say("Data pool unlocked." if state == "unlocked" else
          f"DEGRADED: {d.message}. Compartments on the data pool are unavailable at this "
          "boot; reboot to try again.")
-    return 0
+    return exitcodes.OK

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from anklume import lsblk
+from anklume import exitcodes, lsblk
 from anklume.errors import TemporaryError
 from anklume.image.flash import Partition, Target
 from anklume.run import run
@@ -31,7 +31,7 @@ WHOLE = {"disk": "disk", "loop": "loop", "part": "part"}
 
 
 class NoStickArrived(TemporaryError):
-    exit_code = 75  # EX_TEMPFAIL, as the agent's --no-wait: try again later
+    exit_code = exitcodes.TEMPFAIL  # as the agent's --no-wait: try again later
 
 
 def read_tree() -> Mapping:
