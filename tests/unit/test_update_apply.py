@@ -202,9 +202,20 @@ def test_state_file_roundtrip_and_corruption(tmp_path):
     assert state.load(p) == state.State()
     state.save(state.State(last_installed="0.2.0", failed={"0.1.5": "x"}), p)
     assert state.load(p) == state.State(last_installed="0.2.0", failed={"0.1.5": "x"})
+    assert json.loads(p.read_text())["schema"] == state.SCHEMA
     p.write_text("{not json")
     with pytest.raises(PermanentError, match="unreadable update state"):
         state.load(p)
+
+
+def test_state_file_without_schema_is_schema_1_and_a_newer_one_is_refused(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text('{"last_installed": "0.1.0", "failed": {"0.1.1": "x"}, "set_aside": {}}\n')
+    assert state.load(p) == state.State(last_installed="0.1.0", failed={"0.1.1": "x"})
+    p.write_text('{"schema": 2, "last_installed": "0.1.0"}\n')
+    with pytest.raises(PermanentError, match="schema 2, this anklume reads 1"):
+        state.load(p)
+    assert json.loads(p.read_text())["schema"] == 2  # left as it was
 
 
 def test_state_lives_under_the_persistent_state_dir(tmp_path, monkeypatch):
