@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from anklume.paths import DEFAULT_STATE_DIR
 
@@ -34,7 +35,11 @@ class LsblkError(ValueError):
     """lsblk's output is not the JSON tree it prints."""
 
 
-def parse(text: str) -> list[Mapping]:
+# One device as lsblk prints it: its columns (lowercase), and `children`.
+Device = Mapping[str, Any]
+
+
+def parse(text: str) -> list[Device]:
     """The top-level devices of `lsblk --json` output."""
     try:
         doc = json.loads(text)
@@ -45,14 +50,14 @@ def parse(text: str) -> list[Mapping]:
     return list(doc.get("blockdevices") or ())
 
 
-def walk(node: Mapping) -> Iterator[Mapping]:
+def walk(node: Device) -> Iterator[Device]:
     """A device, then everything under it (partitions, device-mapper targets...), depth first."""
     yield node
     for child in node.get("children") or ():
         yield from walk(child)
 
 
-def walk_all(devices: list[Mapping]) -> Iterator[Mapping]:
+def walk_all(devices: list[Device]) -> Iterator[Device]:
     for top in devices:
         yield from walk(top)
 

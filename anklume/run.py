@@ -20,7 +20,7 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Run a command with a pinned locale; on failure raise CommandError with its stderr."""
     argv = [str(a) for a in argv]
     full_env = {**os.environ, "LC_ALL": "C.UTF-8", **(env or {})}
