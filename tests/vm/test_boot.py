@@ -195,12 +195,13 @@ def test_zfs_module_loads_under_secure_boot_lockdown(main_boot: Boot) -> None:
 
 def test_zfs_stays_unloaded_until_a_pool_needs_it(main_boot: Boot) -> None:
     """Live mode needs no ZFS: after the agent's deploy (Incus started, the live pool made) the
-    module is still not loaded, Incus's probe having honoured image/extra/usr/lib/modprobe.d.
-    Loading it cost ~10 s of every boot; the pool tests prove ZFS pools still work."""
+    module is still not loaded, Incus's probe (`modprobe -b`) having honoured
+    image/extra/usr/lib/modprobe.d. Loading it cost ~10 s of every boot; the pool tests prove
+    ZFS pools still work. Incus still lists zfs among its drivers (it asks the zfs tools, which
+    load the module themselves when a pool is used)."""
     r = main_boot.report
     assert r["zfs_loaded_before_probe"] == "no", r["zfs_loaded_before_probe"]
-    drivers = r["incus_drivers"].split(",")
-    assert "btrfs" in drivers and "zfs" not in drivers, drivers
+    assert "btrfs" in r["incus_drivers"].split(","), r["incus_drivers"]
 
 # --- negative boots ----------------------------------------------------------------------------
 
