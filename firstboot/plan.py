@@ -149,7 +149,7 @@ def _zfs(a: Answers, t: diskref.Target, tpm: bool) -> list[Step]:
         out = [
             Step("pool", f"Create the encrypted ZFS pool '{p}' on {t.by_id}",
                  ("aes-256-gcm, passphrase key, zstd compression, ashift=12",),
-                 (pool_zfs.create(p, t.path),)),
+                 (pool_zfs.load_module(), pool_zfs.create(p, t.path))),
             Step("datasets", "Create the datasets",
                  tuple(f"{p}/{n}" for n in (pool_zfs.DATASET_INCUS, pool_zfs.DATASET_STORAGE,
                                             pool_zfs.DATASET_DOMAINS)),
@@ -158,7 +158,8 @@ def _zfs(a: Answers, t: diskref.Target, tpm: bool) -> list[Step]:
     else:
         p = t.disk.pool_label or a.pool_name
         out = [Step("pool", f"Import the ZFS pool '{p}' (GUID {t.disk.pool_id}) and unlock it",
-                    (), (pool_zfs.import_by_guid(t.disk.pool_id or ""), pool_zfs.load_key(p),
+                    (), (pool_zfs.load_module(), pool_zfs.import_by_guid(t.disk.pool_id or ""),
+                         pool_zfs.load_key(p),
                          pool_zfs.check_datasets(p), pool_zfs.guid(p)))]
     if tpm:
         out.append(Step("tpm2", "Seal the passphrase to this machine's TPM2 (PCR 7)",

@@ -15,6 +15,13 @@ DATASET_STORAGE = "incus-storage"  # handed to Incus as its `default` storage po
 DATASET_DOMAINS = "domains"  # parent of the per-domain datasets (own keys later)
 
 
+def load_module() -> Command:
+    """The ZFS module is not loaded at boot (image/extra/usr/lib/modprobe.d/anklume-zfs.conf) and
+    the zfs tools do not load it (libzfs only does with ZFS_MODULE_LOADING=yes): every ZFS path
+    of the wizard and the unlock loads it first. A no-op when it is loaded."""
+    return Command(("modprobe", "zfs"))
+
+
 def create(pool: str, device: str) -> Command:
     return Command((
         "zpool", "create", "-f",

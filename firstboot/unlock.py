@@ -143,6 +143,9 @@ class ZfsPool:
         return self.c.zpool_guid in proc.stdout.split()
 
     def locate(self) -> tuple[str, str]:
+        mod = run(list(pool_zfs.load_module().argv), check=False)
+        if mod.returncode != 0:
+            return ERROR, f"the ZFS module does not load: {mod.stderr.strip()}"
         if self._imported():
             return OK, ""
         proc = run(list(pool_zfs.import_by_guid(self.c.zpool_guid or "").argv), check=False)

@@ -202,7 +202,9 @@ def test_create_zfs_on_the_empty_disk() -> None:
     text = p.text()
     assert text.startswith(f"Create a new zfs data pool on /dev/disk/by-id/{EMPTY}")
     assert "is empty: nothing is erased" in text and "ERASE" not in text
-    create = p.steps[0].actions[0]
+    # The ZFS module first: nothing loads it at boot (image/extra/usr/lib/modprobe.d).
+    assert p.steps[0].actions[0] == Command(("modprobe", "zfs"))
+    create = p.steps[0].actions[1]
     assert isinstance(create, Command) and create.stdin == "passphrase"
     assert f"/dev/disk/by-id/{EMPTY}" in create.argv and PASS not in str(p.steps)
 
@@ -231,7 +233,8 @@ def test_import_zfs_by_guid_keeps_the_pool_and_its_state() -> None:
     p = plan.make(answers.parse(yml(action="import", disk=ZFS, passphrase_confirm=None), "a"),
                   ctx())
     assert not p.erases
-    pool = p.steps[0].actions
+    modprobe, *pool = p.steps[0].actions
+    assert modprobe == Command(("modprobe", "zfs"))
     assert pool[0].argv == ("zpool", "import", "-d", "/dev/disk/by-id", "-N", "-o",
                             "cachefile=none", "12724534129873459386")
     assert pool[1] == Command(("zfs", "load-key", "anklume"), stdin="passphrase")
@@ -377,7 +380,7 @@ def test_apply_stops_at_the_first_failure_and_never_records_done(tmp_path: Path)
     fake = FakeRun(fail_on="create")
     with pytest.raises(apply.StepFailed, match=r"step 1 \(pool: Create the encrypted ZFS pool"):
         apply.apply(p, apply.secrets_of(p), runner=fake, root=tmp_path, echo=lambda s: None)
-    assert len(fake.calls) == 1
+    assert [c[0][:2] for c in fake.calls] == [["modprobe", "zfs"], ["zpool", "create"]]
     assert not (tmp_path / "var/lib/anklume/firstboot.json").exists()
 
 

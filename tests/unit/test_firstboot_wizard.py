@@ -101,7 +101,8 @@ def test_interactive_import_offers_only_disks_with_a_pool(tmp_path: Path) -> Non
     rc = flow.firstboot_run(con, answers_file=None, dry_run=False, yes=False, tty=True,
                             ctx=ctx, runner=rec, root=tmp_path, hasher=lambda pw: HASH)
     assert rc == flow.DONE, con.text
-    assert rec.argvs[0][:2] == ["zpool", "import"] and "wipefs" not in str(rec.argvs)
+    assert rec.argvs[0] == ["modprobe", "zfs"]
+    assert rec.argvs[1][:2] == ["zpool", "import"] and "wipefs" not in str(rec.argvs)
     assert "The same passphrase again:" not in con.prompts  # import asks once
 
 
@@ -137,7 +138,8 @@ def test_unattended_from_the_labeled_volume(tmp_path: Path) -> None:
     rc = flow.firstboot_run(Scripted([], []), answers_file=None, dry_run=False, yes=False,
                             tty=False, ctx=ctx, volume_mounts=lambda: [vol], runner=rec,
                             root=tmp_path / "root")
-    assert rc == flow.DONE and rec.argvs[0][:2] == ["zpool", "create"]
+    assert rc == flow.DONE and rec.argvs[0] == ["modprobe", "zfs"]
+    assert rec.argvs[1][:2] == ["zpool", "create"]
     # This boot's pool state, for the agent (it deploys only onto an unlocked pool).
     status = (tmp_path / "root/run/anklume/pool-status").read_text()
     assert "state=unlocked\n" in status and "backend=zfs\n" in status, status
