@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from anklume import log
+from anklume import log, lsblk
 from anklume.firstboot import disks, gpus, memcrypt
 from anklume.firstboot.recommend import Recommendation, recommend
 from anklume.run import run
@@ -35,7 +35,7 @@ class Hardware:
 
 
 def block_devices() -> list[disks.Disk]:
-    out = run(["lsblk", "--json", "--bytes", "--tree", "--output", disks.LSBLK_COLUMNS]).stdout
+    out = run(["lsblk", "--json", "--bytes", "--tree", "--output", lsblk.DISK_COLUMNS]).stdout
     return disks.from_lsblk(json.loads(out))
 
 

@@ -11,18 +11,12 @@ from anklume import lsblk
 # Below this a data pool makes no sense (instances, images, snapshots).
 MIN_POOL_BYTES = 4 * 1024**3
 
-SYSTEM_MOUNTS = lsblk.SYSTEM_MOUNTS
-
 # Partition labels the image gives its own partitions (image/LAYOUT.md); `_empty` is slot B
 # before its first update.
 IMAGE_LABEL_PREFIXES = ("anklume_", "anklume-", "_empty")
 
 # Signatures of a pool we could import rather than create.
 POOL_SIGNATURES = {"zfs_member": "zfs", "crypto_LUKS": "luks"}
-
-# The columns from_lsblk reads (firstboot/detect.py runs lsblk with them).
-LSBLK_COLUMNS = lsblk.DISK_COLUMNS
-
 
 @dataclass(frozen=True)
 class Disk:
@@ -60,7 +54,7 @@ class Disk:
 
 
 def from_lsblk(doc: Mapping) -> list[Disk]:
-    """Every whole disk in `lsblk --json --bytes --output LSBLK_COLUMNS` (tree form)."""
+    """Every whole disk in `lsblk --json --bytes --output` lsblk.DISK_COLUMNS (tree form)."""
     disks = []
     for top in doc.get("blockdevices") or ():
         if top.get("type") != "disk":
@@ -101,8 +95,9 @@ def _unusable(name: str, size: int, read_only: bool, mounts: tuple[str, ...],
         return "memory-backed (zram)"
     if read_only:
         return "read-only"
-    if SYSTEM_MOUNTS & set(mounts):
-        return "holds the running system (" + ", ".join(sorted(SYSTEM_MOUNTS & set(mounts))) + ")"
+    if lsblk.SYSTEM_MOUNTS & set(mounts):
+        return ("holds the running system ("
+                + ", ".join(sorted(lsblk.SYSTEM_MOUNTS & set(mounts))) + ")")
     if image:
         return "an anklume boot medium"
     if mounts:

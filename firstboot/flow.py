@@ -15,8 +15,9 @@ from pathlib import Path
 
 from anklume import paths
 
-# The exit statuses of `anklume firstboot run` (anklume/exitcodes.py).
-from anklume.exitcodes import FAILED, INVALID, NO_ANSWERS  # noqa: F401
+# The exit statuses of `anklume firstboot run` (anklume/exitcodes.py); FAILED is the one the
+# console wizard returns on a failed step (cli.py).
+from anklume.exitcodes import FAILED, NO_ANSWERS  # noqa: F401
 from anklume.exitcodes import NOTHING as DECLINED
 from anklume.exitcodes import OK as DONE
 from anklume.firstboot import answers, apply, choices, diskref, incus_state
