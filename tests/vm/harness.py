@@ -319,7 +319,12 @@ class VMSpec:
     vars_template: Path = OVMF_VARS
     smbios: Sequence[str] = ()  # ready `-smbios` values (see guest.py)
     memory_mib: int = 2048
-    cpus: int = 2
+    # One vCPU: two guests run side by side on this 2-core host, and with two vCPUs each
+    # (four TCG threads on two cores) a descheduled vCPU stalls the other one (cross-vCPU TLB
+    # flushes, spinning on a lock its holder cannot release). Measured with the same image,
+    # two boots at a time to "agent reconciled" and power-off: 435 s with one vCPU each, 584 s
+    # with two. bench/image boots alone with two, as a user's machine would.
+    cpus: int = 1
     accel: str | None = None  # None: detect_accel()
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)

@@ -197,18 +197,24 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
                             script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
     boots = [first, second]
+    # The machine's last boot is quit once it reported: the create and unlock boots proved
+    # that a machine with this pool shuts down.
+    last = "reflashed" if reflash else "tpm" if tpm_back else "degraded" if degraded else ""
+    assert last, "the unlock boot is not the last: its shutdown is proved by nothing else"
     if degraded:
         # Three wrong passphrases, then Enter at the offer: the boot goes on without the pool.
         boots.append(boot_and_check(
             f"pool-{backend}-degraded", image, vars_template=first.vars_after, data_disk=data,
             credentials=creds,
             console=type_passphrases("wrong one", "wrong two", "wrong three", ""),
-            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False),
+            power_off=last != "degraded"))
     if tpm_back:
         boots.append(boot_and_check(
             f"pool-{backend}-tpm", image, vars_template=first.vars_after, data_disk=data,
             credentials=creds, tpm_state=tpm,
-            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False),
+            power_off=last != "tpm"))
     if reflash:
         # "My stick died, I flashed a new one": a fresh image on a new disk, the same data
         # disk, answers that import the pool. Everything must come back without a change by
@@ -221,7 +227,8 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
         boots.append(boot_and_check(
             f"pool-{backend}-reflashed", fresh, vars_template=first.vars_after, data_disk=data,
             credentials=creds, timeout=1800,
-            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False)))
+            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False),
+            power_off=last != "reflashed"))
     return tuple(boots)
 
 
@@ -435,7 +442,8 @@ def console_setup(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
     return boot_and_check("pool-console-setup", image, data_disk=data, wizard=True,
                           credentials={"anklume.infra": INFRA}, console=typed,
                           script=guest.check_script(POOL_FACTS + ROOT_LOGIN + WRITE_MARKER,
-                                                    core=False))
+                                                    core=False),
+                          power_off=False)  # its only boot; the ZFS boots prove the shutdown
 
 
 def test_the_setup_offered_on_the_console_makes_the_pool_before_the_agent_deploys(

@@ -42,9 +42,15 @@ def build_version(version: str) -> Path:
     out = REPO / "build" / f"update-{version}"
     if os.environ.get("ANKLUME_VM_NO_BUILD") == "1" and (out / "build.json").is_file():
         return out
+    stamp = out / BUILT_FOR_RUN
+
+    def built() -> bool:
+        return bool(RUN_ID) and stamp.is_file() and stamp.read_text() == RUN_ID
+
+    if built():  # without waiting for the lock (another version may be building under it)
+        return out
     with build_lock():
-        stamp = out / BUILT_FOR_RUN
-        if RUN_ID and stamp.is_file() and stamp.read_text() == RUN_ID:
+        if built():
             return out
         _build_version(version, out)
         if RUN_ID:
