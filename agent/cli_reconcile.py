@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from anklume import exitcodes
-from anklume.agent.cli import PATH_ARG, load_or_exit
+from anklume.agent.cli_common import PATH_ARG, load_or_exit
 
 # The planning modules load in the commands, not here: every `anklume` run (the health gate at
 # each boot too) registers these commands, and under emulation each import costs seconds.
@@ -20,12 +20,15 @@ FORCE = typer.Option(False, "--force",
 DEFAULT_IMAGE = typer.Option(
     None, "--default-image", metavar="ALIAS",
     help="Image for machines without their own os_image (overrides global.default_os_image).")
+app = typer.Typer()
+
 RECREATE = typer.Option(
     False, "--recreate",
     help="Delete and create again the instances whose os_image changed (their data outside "
     "persistent_data and shared volumes is lost).")
 
 
+@app.command("plan")
 def plan_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FORCE,
              default_image: str | None = DEFAULT_IMAGE, recreate: bool = RECREATE) -> None:
     """Show what `apply` would change, as a diff (+ create, ~ update, - delete, > start)."""
@@ -39,6 +42,7 @@ def plan_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FO
     _echo_problems(report.problems)
 
 
+@app.command("apply")
 def apply_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FORCE,
               dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
               recreate: bool = RECREATE,
@@ -89,7 +93,3 @@ def _echo_problems(problems: tuple[str, ...]) -> None:
     for msg in problems:
         typer.echo(f"error: {msg}", err=True)
 
-
-def register(app: typer.Typer) -> None:
-    app.command("plan")(plan_cmd)
-    app.command("apply")(apply_cmd)

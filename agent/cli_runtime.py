@@ -10,8 +10,10 @@ import typer
 
 from anklume import exitcodes
 
+app = typer.Typer()
 agent_app = typer.Typer(help="The on-box agent's runtime (run by the appliance's units).",
                         no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
 
 EXIT_NO_RESULT = exitcodes.NOTHING  # `anklume status`: no result recorded yet
 
@@ -56,6 +58,7 @@ def health_cmd() -> None:
         raise typer.Exit(exitcodes.FAILED)
 
 
+@app.command("status")
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """What the agent's last run did: time, versions, outcome, counts, errors. Exit 0, or 3
     when there is no result yet."""
@@ -85,7 +88,3 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if last is None:
         raise typer.Exit(EXIT_NO_RESULT)
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(agent_app, name="agent")
-    app.command("status")(status_cmd)

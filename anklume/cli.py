@@ -1,4 +1,4 @@
-"""The `anklume` command line: one typer app, each feature registers its own commands."""
+"""The `anklume` command line: one typer app that merges each feature's own app."""
 
 import typer
 
@@ -31,8 +31,10 @@ def main(
     log.setup(debug=debug)
 
 
-def _register() -> None:
-    # Each feature owns its commands; importing lazily keeps `anklume --version` fast.
+def _assemble() -> None:
+    # Each feature declares its commands on its own app (its cli.py); merged here, nameless, so
+    # they keep their names (`anklume build`, `anklume update apply`...). The features' cli
+    # modules import their heavy work inside the commands: `anklume --version` stays fast.
     from anklume.agent import cli as agent_cli
     from anklume.firstboot import cli as firstboot_cli
     from anklume.image import cli as image_cli
@@ -40,10 +42,10 @@ def _register() -> None:
     from anklume.updates import cli as updates_cli
 
     for mod in (agent_cli, firstboot_cli, image_cli, signing_cli, updates_cli):
-        mod.register(app)
+        app.add_typer(mod.app)
 
 
-_register()
+_assemble()
 
 
 def run() -> None:

@@ -8,8 +8,10 @@ import typer
 
 from anklume import exitcodes
 
+app = typer.Typer()
 firstboot = typer.Typer(help="First-boot wizard: disks, GPUs, memory encryption, data pool.",
                         no_args_is_help=True)
+app.add_typer(firstboot, name="firstboot")
 
 
 @firstboot.command()
@@ -98,6 +100,3 @@ def status() -> None:
     typer.echo(st.to_text().rstrip() if st else "pool state: unknown "
                "(unlock has not run at this boot)")
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(firstboot, name="firstboot")
