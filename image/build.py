@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from anklume import log
 from anklume.errors import PermanentError
 from anklume.image import artifacts, container
 from anklume.paths import cache_dir, tools_dir
+from anklume.run import run, stream
 from anklume.signing import keys
 
 _log = log.get("image")
@@ -247,15 +247,11 @@ def build_initrd_package(paths: Paths, version: str) -> Path:
             " (anklume.toram=1) before switch-root.\n"
         )
         deb = paths.debs / f"{INITRD_PACKAGE}_{version}_all.deb"
-        from anklume.run import run
-
         run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)])
     return deb
 
 
 def _pip(args: list[str]) -> None:
-    from anklume.run import run
-
     run([sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args])
 
 
@@ -284,23 +280,8 @@ def _move(src: Path, dst: Path) -> None:
         os.replace(src, dst)
     except OSError:
         # Another file system: copy keeping holes (the raw image is mostly empty space).
-        subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(src), str(dst)], check=True)
+        run(["cp", "--sparse=always", "--reflink=auto", src, dst], capture=False)
         src.unlink()
-
-
-def _stream(argv: list[str], logfile: Path) -> int:
-    """Run mkosi with its output shown live and kept in a log file."""
-    with logfile.open("w") as f:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "LC_ALL": "C.UTF-8"},
-        )
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            sys.stderr.write(line)
-            f.write(line)
-        return proc.wait()
 
 
 def build(
@@ -340,7 +321,7 @@ def build(
     ct_argv = [*mkosi, *container.mkosi_args(paths.repo, paths.staging,
                                              paths.cache / "mkosi-container", paths.packages)]
     _log.debug("+ %s", " ".join(ct_argv))
-    rc = _stream(ct_argv, ct_log)
+    rc = stream(ct_argv, ct_log)
     if rc != 0:
         raise BuildError(f"mkosi failed with status {rc} (container image)", hint=f"see {ct_log}")
     _, reused = container.pack(paths.staging / container.OUTPUT, paths.inputs / "images",
@@ -351,7 +332,7 @@ def build(
     argv = [*mkosi, *mkosi_args(paths, version, ks)]
     echo(f"building {artifacts.output_name(version)} (log: {logfile})")
     _log.debug("+ %s", " ".join(argv))
-    rc = _stream(argv, logfile)
+    rc = stream(argv, logfile)
     if rc != 0:
         raise BuildError(f"mkosi failed with status {rc}", hint=f"see {logfile}")
 
