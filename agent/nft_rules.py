@@ -8,8 +8,11 @@ Layout (every rule has a comment naming its origin, so a diff reads well):
 
 - `forward` (hook forward, priority -1, i.e. before Incus's own `inet incus` table at 0):
   replies accepted, invalid dropped, same-bridge traffic accepted per enabled domain, one accept
-  per policy direction, then `iifname "net-*" oifname "net-*" drop`. Anything else, e.g. a bridge
-  to the uplink (NAT to the internet), falls through to the chain's accept policy.
+  per policy direction, then `iifname "net-*" oifname "net-*" drop` (between domains) and
+  `oifname "net-*" drop`: nothing new enters a domain from anywhere else either (the LAN, the
+  uplink, any other interface), even from a host that routes a domain's subnet through this
+  machine. A domain's own traffic out (NAT to the internet) falls through to the chain's
+  accept policy, and its replies come back as "replies".
 - `input` (traffic from a domain to the host itself): replies accepted, per domain DHCP and
   DNS/ping to its own gateway (without DHCP a container loses its address), declared `to: host`
   policies, then everything else arriving from a `net-*` bridge is dropped.
@@ -222,6 +225,8 @@ def desired_rules(infra: Infra) -> tuple[Rule, ...]:
     out += _service_rules(ends, infra)
     fwd.append(Rule("forward", (iif(BRIDGES), oif(BRIDGES), COUNTER, DROP),
                     "anklume: isolation between domains"))
+    fwd.append(Rule("forward", (oif(BRIDGES), COUNTER, DROP),
+                    "anklume: nothing enters a domain from outside unless declared"))
     inp.append(Rule("input", (iif(BRIDGES), COUNTER, DROP),
                     "anklume: domains reach the host only as declared"))
     out.append(Rule("output", (oif(BRIDGES), COUNTER, DROP),

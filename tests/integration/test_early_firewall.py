@@ -28,7 +28,7 @@ LIB = REPO / "image" / "extra" / "usr" / "lib" / "anklume"
 SCRIPT = LIB / "early-firewall"
 DEFAULT = LIB / "firewall-default.nft"
 # Addresses only inside the namespaces this test creates.
-A_NET, B_NET = "10.229.1", "10.229.2"
+A_NET, B_NET, LAN_NET = "10.229.1", "10.229.2", "10.229.9"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -60,6 +60,26 @@ def topo():
     finally:
         for ns in (r, a, b):
             sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def lan(topo):
+    """A namespace playing a neighbour on the LAN: linked to the router by a veth that is not a
+    domain bridge, routing domain a's subnet through the router (any LAN host can)."""
+    r, _, _ = topo
+    ns = f"efl{os.getpid() % 10000}{time.monotonic_ns() % 1000}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "add", "lan0", "netns", r, "type", "veth", "peer", "eth0", "netns", ns)
+        in_ns(r, "ip", "addr", "add", f"{LAN_NET}.254/24", "dev", "lan0")
+        in_ns(r, "ip", "link", "set", "lan0", "up")
+        in_ns(ns, "ip", "addr", "add", f"{LAN_NET}.1/24", "dev", "eth0")
+        in_ns(ns, "ip", "link", "set", "eth0", "up")
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        in_ns(ns, "ip", "route", "add", f"{A_NET}.0/24", "via", f"{LAN_NET}.254")
+        yield ns
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
 
 
 def ping(ns: str, ip: str) -> bool:
@@ -143,3 +163,15 @@ def test_last_applied_table_wins_and_a_broken_one_falls_back(topo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "does not load" in proc.stderr and "the default table" in proc.stdout
     assert not ping(a, f"{B_NET}.1"), "a broken last table left the domains connected"
+
+
+def test_default_table_keeps_the_lan_out_of_the_domains(topo, lan, tmp_path):
+    """Issue #20: a LAN host routing a domain's subnet through the appliance opens nothing in
+    it before the agent's first apply; the domain's own connections out still work."""
+    r, a, _ = topo
+    # Control: without the table the router forwards the LAN host in.
+    assert tcp(lan, a, f"{A_NET}.1", 2211), "control: the LAN host should reach domain a"
+    assert early(r, tmp_path / "none.nft").returncode == 0
+    assert not tcp(lan, a, f"{A_NET}.1", 2212), "a LAN host reaches into a domain"
+    assert not ping(lan, f"{A_NET}.1"), "a LAN host pings into a domain"
+    assert tcp(a, lan, f"{LAN_NET}.1", 2213), "a domain lost its way out to the LAN"

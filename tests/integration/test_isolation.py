@@ -39,6 +39,8 @@ IPS = {A: "10.200.77.1", B: "10.210.77.1"}
 GWS = {A: "10.200.77.254", B: "10.210.77.254"}
 PROJECTS = {A: "isoa", B: "isob"}
 HOST_PORT = 18090  # a listener on the host, bound to isoa's gateway address only
+LAN_NET = "10.229.77"  # the LAN namespace's link to the host (made and removed here)
+LAN_PORT = 18091  # a listener in the LAN namespace
 EXEC_TIMEOUT = 20
 FIREWALL_LOCK = "/run/lock/anklume-host-firewall.lock"
 PROBE_TRIES = 6
@@ -386,3 +388,74 @@ def test_host_policies(lab):
 def _container_reaches_host(lab: Lab) -> bool:
     return lab.checked(lambda: "open-host" in lab.exec(A, "nc", "-w", "2", GWS[A],
                                                        str(HOST_PORT), check=False).stdout)
+
+
+@contextlib.contextmanager
+def lan_host() -> Iterator[Callable[[str, int], bool]]:
+    """A network namespace playing a neighbour on the appliance's LAN, linked to the host by a
+    veth (not a net-* bridge) and routing both domains' subnets through the host: what any
+    machine on the LAN can do. Yields a TCP probe from it; everything is removed after."""
+    tag = os.getpid() % 100000
+    ns, veth = f"anklan{tag}", f"anklan{tag}h"
+    srv: subprocess.Popen[bytes] | None = None
+    run(["ip", "netns", "add", ns])
+    try:
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "eth0", "netns", ns])
+        run(["ip", "addr", "add", f"{LAN_NET}.254/24", "dev", veth])
+        run(["ip", "link", "set", veth, "up"])
+        for argv in (["ip", "addr", "add", f"{LAN_NET}.1/24", "dev", "eth0"],
+                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
+                     ["ip", "route", "add", "10.200.77.0/24", "via", f"{LAN_NET}.254"],
+                     ["ip", "route", "add", "10.210.77.0/24", "via", f"{LAN_NET}.254"]):
+            run(["ip", "netns", "exec", ns, *argv])
+
+        # A service on the LAN host, for the domain's way out.
+        srv = subprocess.Popen(["ip", "netns", "exec", ns, "busybox", "nc", "-ll", "-p",
+                                str(LAN_PORT), "-e", "echo", "open-lan"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while run(["ip", "netns", "exec", ns, "grep", "-sqE",
+                   f":{LAN_PORT:04X} [0-9A-F]+:0000 0A ", "/proc/net/tcp", "/proc/net/tcp6"],
+                  check=False).returncode != 0:
+            if srv.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nc in {ns} is not listening on {LAN_PORT}")
+            time.sleep(0.1)
+
+        def connects(ip: str, port: int) -> bool:
+            proc = run(["ip", "netns", "exec", ns, "busybox", "nc", "-w", "2", ip, str(port)],
+                       check=False, timeout=10)
+            return "open-" in proc.stdout
+
+        yield connects
+    finally:
+        if srv is not None:
+            srv.kill()
+            srv.wait()
+        run(["ip", "link", "del", veth], check=False)
+        run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_lan_host_routing_through_the_appliance_cannot_reach_into_a_domain(lab):
+    """Issue #20: a neighbour that routes a domain's subnet through this machine. Incus
+    forwards and only masquerades outbound, so without our table it reaches every container
+    port (the control); with it nothing new enters a domain from outside, while the domain's
+    own connections out to the LAN still work."""
+    with lan_host() as lan_connects:
+        nftables.remove()
+        lab.table_expected = False
+        try:
+            assert lab.checked(lambda: lan_connects(IPS[A], 8080)), \
+                "control: without the table the LAN host should reach the container"
+        finally:
+            lab.table_expected = True
+            lab.configure([])
+        assert not lab.checked(lambda: lan_connects(IPS[A], 8080))
+        assert not lab.checked(lambda: lan_connects(IPS[B], 8081))
+        # The domain's own connection out to the LAN, and its replies, still pass.
+        assert lab.checked(lambda: "open-lan" in lab.exec(
+            A, "nc", "-w", "2", f"{LAN_NET}.1", str(LAN_PORT), check=False).stdout)
+        # A policy between domains opens nothing to the LAN.
+        lab.configure([pol(A, B, [8080])])
+        assert lab.tcp(A, B, 8080)
+        assert not lab.checked(lambda: lan_connects(IPS[B], 8080))
+        lab.configure([])

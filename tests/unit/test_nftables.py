@@ -105,6 +105,8 @@ def test_golden_table_two_domains_no_policy():
         'bridge"',
         'forward: iifname "net-*" oifname "net-*" counter drop comment "anklume: isolation '
         'between domains"',
+        'forward: oifname "net-*" counter drop comment "anklume: nothing enters a domain from '
+        'outside unless declared"',
         "input: chain type filter hook input priority -1; policy accept;",
         'input: iifname "net-*" ct state established,related accept comment "anklume: replies '
         'to allowed connections"',
@@ -150,8 +152,10 @@ def test_forward_order_accepts_before_isolation_drop():
     fwd = rules_of(infra(PRO, PERSO, policies=(pol,)), "forward")
     assert fwd[0].startswith("ct state established,related accept")
     assert fwd[1].startswith("ct state invalid drop")
-    assert fwd[-1].startswith('iifname "net-*" oifname "net-*" counter drop')
-    assert fwd.index(next(r for r in fwd if "policy: dev to web" in r)) < len(fwd) - 1
+    assert fwd[-2].startswith('iifname "net-*" oifname "net-*" counter drop')
+    # Last: nothing new enters a domain from any other interface (the LAN, issue #20).
+    assert fwd[-1].startswith('oifname "net-*" counter drop')
+    assert fwd.index(next(r for r in fwd if "policy: dev to web" in r)) < len(fwd) - 2
 
 
 def test_machine_to_machine_narrowed_by_bridge_and_ip():
