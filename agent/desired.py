@@ -127,9 +127,13 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
     config[IMAGE_KEY] = image
 
     # eth0 comes from the project's default profile; overriding it here (same keys + address)
-    # turns the machine's IP into a DHCP reservation in Incus's dnsmasq.
+    # turns the machine's IP into a DHCP reservation in Incus's dnsmasq. The bridge port then
+    # drops frames and ARP/IPv4 from any other MAC or address (Incus's NIC filtering): policies
+    # match a machine by its static IP, so a neighbour taking that IP must not get its grants.
     devices: dict[str, Mapping[str, str]] = {
-        "eth0": frozen_map({**_eth0(domain), "ipv4.address": str(m.ip)}),
+        "eth0": frozen_map({**_eth0(domain), "ipv4.address": str(m.ip),
+                            "security.mac_filtering": "true",
+                            "security.ipv4_filtering": "true"}),
     }
     if m.gpu:
         devices["gpu"] = frozen_map({"type": "gpu"})

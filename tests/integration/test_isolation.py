@@ -1,9 +1,10 @@
 """Isolation between domains, proven with real traffic between busybox containers.
 
 Two domains (`isoa` in 10.200.77.0/24, `isob` in 10.210.77.0/24: zone_base 200, away from the
-other Incus tests on the same daemon), one container each. Probes run inside the containers
-(busybox `nc`, `ping`, `udhcpc`, `nslookup`) and only ever target the containers created here
-and their gateways. Every probe has a bounded timeout; a blocked TCP connect costs 2 s.
+other Incus tests on the same daemon), two containers in the first, one in the second. Probes
+run inside the containers (busybox `nc`, `ping`, `udhcpc`, `nslookup`) and only ever target the
+containers created here, their gateways and a LAN namespace made here. Every probe has a
+bounded timeout; a blocked TCP connect costs 2 s.
 
 The Incus side is made by the agent (`anklume apply`) when that command exists, otherwise by
 plain `incus` calls; the nftables side is always planned and applied through agent.nftables.
@@ -34,10 +35,10 @@ from anklume.run import run
 pytestmark = pytest.mark.incus
 
 IMAGE = "anklume/busybox"
-A, B = "a1", "b1"
-IPS = {A: "10.200.77.1", B: "10.210.77.1"}
-GWS = {A: "10.200.77.254", B: "10.210.77.254"}
-PROJECTS = {A: "isoa", B: "isob"}
+A, A2, B = "a1", "a2", "b1"  # a2: a1's neighbour in the same domain
+IPS = {A: "10.200.77.1", A2: "10.200.77.2", B: "10.210.77.1"}
+GWS = {A: "10.200.77.254", A2: "10.200.77.254", B: "10.210.77.254"}
+PROJECTS = {A: "isoa", A2: "isoa", B: "isob"}
 HOST_PORT = 18090  # a listener on the host, bound to isoa's gateway address only
 LAN_NET = "10.229.77"  # the LAN namespace's link to the host (made and removed here)
 LAN_PORT = 18091  # a listener in the LAN namespace
@@ -53,7 +54,7 @@ def infra_doc(policies: list[dict]) -> dict:
         "domains": {
             # ephemeral: no delete protection, so teardown can always remove them.
             "isoa": {"trust_level": "admin", "subnet_id": 77, "ephemeral": True,
-                     "machines": {A: {"ip": IPS[A]}}},
+                     "machines": {A: {"ip": IPS[A]}, A2: {"ip": IPS[A2]}}},
             "isob": {"trust_level": "trusted", "subnet_id": 77, "ephemeral": True,
                      "machines": {B: {"ip": IPS[B]}}},
         },
@@ -102,7 +103,7 @@ def _teardown() -> None:
         _incus("config", "unset", m, "security.protection.delete", "--project", project,
                check=False)
         _incus("delete", "--force", m, "--project", project, check=False)
-    for project in PROJECTS.values():
+    for project in sorted(set(PROJECTS.values())):
         _incus("project", "delete", project, check=False)
         _incus("network", "delete", f"net-{project}", check=False)
     nftables.remove()
@@ -459,3 +460,42 @@ def test_a_lan_host_routing_through_the_appliance_cannot_reach_into_a_domain(lab
         assert lab.tcp(A, B, 8080)
         assert not lab.checked(lambda: lan_connects(IPS[B], 8080))
         lab.configure([])
+
+
+def _as_a1(lab: Lab) -> str:
+    """From a2, with a1's address as its own (root in a container can): a TCP connection to
+    b1:8080, which a policy grants to a1 only. a2's own address comes back after."""
+    own, stolen, gw = IPS[A2], IPS[A], GWS[A2]
+    script = (f"ip addr flush dev eth0; ip addr add {stolen}/24 dev eth0; "
+              f"ip route add default via {gw}; out=$(nc -w 2 {IPS[B]} 8080); "
+              f"ip addr flush dev eth0; ip addr add {own}/24 dev eth0; "
+              f"ip route add default via {gw}; echo \"$out\"")
+    return lab.exec(A2, "sh", "-c", script, check=False).stdout
+
+
+def test_a_machine_cannot_take_its_neighbours_address_and_grants(lab):
+    """Issue #20: policies match a machine by its static IP (and bridge); a neighbour in the
+    same domain taking that IP must not inherit its grants. The agent sets Incus's NIC
+    filtering on every machine (its bridge port drops ARP and IPv4 from any other address)."""
+    lab.configure([pol(A, B, [8080])])
+    assert lab.tcp(A, B, 8080)
+    assert not lab.tcp(A2, B, 8080)
+    project = PROJECTS[A2]
+    mac = _incus("config", "get", A2, "volatile.eth0.hwaddr", "--project", project).stdout.strip()
+    # The host's next hop for a1's address is a2, as if a2 had won the ARP race: only the
+    # bridge port's filter is left between a2 and a1's grant.
+    run(["ip", "neigh", "replace", IPS[A], "lladdr", mac, "dev", "net-isoa", "nud", "permanent"])
+    try:
+        assert not lab.checked(lambda: "open-b1-8080" in _as_a1(lab)), \
+            "a2 used a1's grant with a1's address"
+        # Control: the same with the filter off on a2's port succeeds (so the above can fail).
+        _incus("config", "device", "set", A2, "eth0", "security.ipv4_filtering=false",
+               "security.mac_filtering=false", "--project", project)
+        assert lab.checked(lambda: "open-b1-8080" in _as_a1(lab)), \
+            "control: without the NIC filter a2 should pass as a1"
+    finally:
+        run(["ip", "neigh", "del", IPS[A], "dev", "net-isoa"], check=False)
+        lab.configure([])  # the agent puts the filter back (drift)
+    dev = _incus("config", "device", "get", A2, "eth0", "security.ipv4_filtering",
+                 "--project", project).stdout.strip()
+    assert dev == "true", dev

@@ -316,6 +316,10 @@ probe() {  # probe NAME PROJECT INSTANCE IP: can that instance ping that address
         say "probe.$1=blocked"
     fi
 }
+# Every machine's bridge port filters its MAC and IPv4 address (#20: no neighbour spoofing).
+say "nic_filter.work_dev=$(incus config device get --project work work-dev eth0 \
+    security.ipv4_filtering 2>&1):$(incus config device get --project work work-dev eth0 \
+    security.mac_filtering 2>&1)"
 if [ -n "$(ip_of work work-dev)" ]; then
     gw=$(incus exec --project work work-dev -- ip route show default 2>/dev/null | awk '{print $3}')
     probe work_dev_to_gateway work work-dev "$gw"

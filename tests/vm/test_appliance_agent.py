@@ -103,6 +103,10 @@ def test_isolation_holds_between_deployed_domains(main_boot: Boot) -> None:
     assert probes["perso_box_to_admin_ctl"] == "blocked", probes
     table = _b64(r, "nft_table_b64")
     assert "table inet anklume" in table and "net-perso" in table, table
+    # Nothing new enters a domain from outside (#20), and every port filters its addresses:
+    # the containers got their addresses and reached their peers above with it on.
+    assert "nothing enters a domain from outside unless declared" in table, table
+    assert r["nic_filter.work_dev"] == "true:true", r["nic_filter.work_dev"]
 
 
 def test_isolation_is_loaded_before_incus_starts(main_boot: Boot) -> None:
