@@ -175,3 +175,20 @@ def test_default_table_keeps_the_lan_out_of_the_domains(topo, lan, tmp_path):
     assert not tcp(lan, a, f"{A_NET}.1", 2212), "a LAN host reaches into a domain"
     assert not ping(lan, f"{A_NET}.1"), "a LAN host pings into a domain"
     assert tcp(a, lan, f"{LAN_NET}.1", 2213), "a domain lost its way out to the LAN"
+
+
+def test_a_table_that_cannot_load_fails_the_unit_so_incus_does_not_start(topo, tmp_path):
+    """Issue #20: Incus requires anklume-firewall.service (image/extra/.../incus*.d/): the
+    unit must fail, not report success, when no table at all could be loaded."""
+    r, _, _ = topo
+    proc = in_ns(r, "env", f"ANKLUME_FIREWALL_FILE={tmp_path / 'none.nft'}",
+                 f"ANKLUME_FIREWALL_DEFAULT={tmp_path / 'missing.nft'}", "sh", str(SCRIPT),
+                 check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "could not be loaded" in proc.stderr and "Incus will not start" in proc.stderr
+    assert in_ns(r, "nft", "list", "table", "inet", "anklume", check=False).returncode != 0
+    for unit in ("incus.service", "incus.socket", "incus-startup.service"):
+        conf = (REPO / "image/extra/usr/lib/systemd/system" / f"{unit}.d"
+                / "anklume-firewall.conf").read_text()
+        assert "Requires=anklume-firewall.service" in conf and \
+            "After=anklume-firewall.service" in conf, unit

@@ -242,12 +242,17 @@ action=$(sed -n 's/^action=//p' /run/anklume/health-failed 2>/dev/null)
 say "trial.action=$action"
 say "trial.handler_log_b64=$(journalctl -b -u anklume-health-failed.service -o cat --no-pager \
     2>&1 | tail -n 6 | base64 -w0)"
+say "trial.firewall=$(systemctl is-active anklume-firewall.service)"
+say "trial.incus=$(systemctl is-active incus.service):$(systemctl is-active incus.socket)"
+say "trial.health_log_b64=$(journalctl -b -u anklume-health.service -o cat --no-pager 2>&1 \
+    | grep -E '^(ok|FAIL) ' | base64 -w0)"
 [ "$action" = restart ] && sleep 900
 """
 
-# Failure injection for the trial boot: the gate fails at once and the agent does nothing (its
-# deploy would cost minutes per boot and is not what this test is about).
-HEALTH_FAILS = "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo injected failure; exit 1'\n"
+# Failure injection for the trial boot: the isolation table cannot load (the real script, its
+# default table's path pointed at nothing), so Incus must not start and the real gate fails; the
+# agent does nothing (its deploy would cost minutes per boot and is not what this is about).
+FIREWALL_FAILS = "[Service]\nEnvironment=ANKLUME_FIREWALL_DEFAULT=/nonexistent/default.nft\n"
 AGENT_IDLE = "[Service]\nExecStart=\nExecStart=/bin/true\n"
 
 

@@ -8,6 +8,7 @@ watchdog, panic= and the Troubleshoot entry are facts of the shared boot (below)
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import disk
@@ -50,12 +51,21 @@ def test_a_failed_health_gate_restarts_a_trial_boot_and_the_last_try_stays_up(
         "trial-boot",
         image,
         script=guest.check_script(guest.TRIAL_FACTS, core=False),
-        dropins={"anklume-health.service": guest.HEALTH_FAILS,
+        dropins={"anklume-firewall.service": guest.FIREWALL_FAILS,
                  "anklume-agent.service": guest.AGENT_IDLE},
     )
     r = boot.report
     paths = r.multi.get("trial.count_path", [])
     assert len(paths) == 2, f"expected two boots' reports, got {paths}"
+    # Why the gate fails (#20): the isolation table could not be loaded, so neither Incus's
+    # daemon nor its socket started (no instance can run unfiltered), and the gate says so.
+    assert r.multi["trial.firewall"] == ["failed", "failed"], r.multi["trial.firewall"]
+    for states in r.multi["trial.incus"]:
+        assert "active" not in states.split(":"), r.multi["trial.incus"]
+    for b64 in r.multi["trial.health_log_b64"]:
+        gate = base64.b64decode(b64).decode(errors="replace")
+        assert "FAIL  incus" in gate and "FAIL  firewall" in gate, gate
+    assert "Incus will not start" in boot.serial, boot.serial[-3000:]
     # The normal boot, neither Run from RAM nor Troubleshoot (systemd-boot 257 boots profile 1
     # of a counted UKI by default: image/uki-profiles/main.conf).
     for cmdline in r.multi["trial.cmdline"]:
