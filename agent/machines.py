@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from anklume.agent import schema, values
+from anklume.agent import containment, schema, values
 from anklume.agent.model import (
     GlobalSettings,
     InstanceType,
@@ -159,6 +159,33 @@ def check_devices(r: Report, m: MachineSpec, domain_path: KeyPath,
                     f'devices "{other}" and "{dev}"', "give each one its own path")
             continue
         by_mount[mount] = dev
+
+
+def check_containment(r: Report, m: MachineSpec, domain_path: KeyPath,
+                      profiles: Mapping[str, Profile], roots: Sequence[str]) -> None:
+    """The machine's effective config keys and devices (profiles first, its own last) against
+    agent/containment.py's lists and its `unsafe:` opt-ins."""
+    config: list[tuple[str, KeyPath]] = []
+    devices: list[tuple[Mapping[str, str], KeyPath]] = []
+    for p in m.profiles:
+        prof = profiles.get(p)
+        if prof is None:
+            continue
+        ppath: KeyPath = (*domain_path, "profiles", p)
+        config += [(k, (*ppath, "config", k)) for k in prof.config]
+        devices += [(c, (*ppath, "devices", d)) for d, c in prof.devices.items()]
+    config += [(k, (*m.path, "config", k)) for k in m.config]
+    devices += [(c, (*m.path, "devices", d)) for d, c in m.devices.items()]
+    unsafe = m.v.get("unsafe") or []
+    assert isinstance(unsafe, list)
+    names = []
+    for i, cap in enumerate(unsafe):
+        if isinstance(cap, str) and cap:
+            names.append(cap)
+        else:
+            r.error((*m.path, "unsafe", i), "must be the name of a capability or config key")
+    containment.check(r, m.name, names, containment.uses(config, devices, roots),
+                      (*m.path, "unsafe"))
 
 
 def has_gpu(m: MachineSpec, profiles: Mapping[str, Profile]) -> bool:

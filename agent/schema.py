@@ -84,6 +84,8 @@ KEYS: tuple[Key, ...] = (
     Key("machine", "snapshots_schedule", str),
     Key("machine", "snapshots_expiry", str),
     Key("machine", "persistent_data", dict, {}),
+    # Named capabilities that weaken containment, accepted for this machine (agent/containment).
+    Key("machine", "unsafe", list, []),
     Key("machine", "services", dict, {}),
     *_legacy("machine", "roles", "weight", "storage_volumes", "export_apps"),
 

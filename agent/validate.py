@@ -25,7 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from anklume.agent import addressing, loader, machines, policies, schema, services, values
+from anklume.agent import (
+    addressing,
+    containment,
+    loader,
+    machines,
+    policies,
+    schema,
+    services,
+    values,
+)
 from anklume.agent.machines import MachineSpec
 from anklume.agent.model import (
     Domain,
@@ -124,9 +133,11 @@ class _Validator:
         self._bridges()
         self._addresses(legacy_base)
         self._shared_volumes(top["shared_volumes"])
+        roots = (self.settings.shared_volumes_base, self.settings.persistent_data_base)
         for m in self.machines.values():
             d = self.domains[m.domain]
             machines.check_devices(self.r, m, d.path, d.profiles)
+            machines.check_containment(self.r, m, d.path, d.profiles, roots)
         # Domains by name, like Infra.domains: both forms of a config report alike.
         machines.check_gpus(self.r, self.settings.gpu_policy, [
             m for d in sorted(self.domains.values(), key=lambda d: d.name) if d.v["enabled"]
@@ -186,6 +197,11 @@ class _Validator:
                    "appliance filters on the host, as with host")
         sv_base = values.abs_path(r, g["shared_volumes_base"], (*path, "shared_volumes_base"))
         pd_base = values.abs_path(r, g["persistent_data_base"], (*path, "persistent_data_base"))
+        for key in ("shared_volumes_base", "persistent_data_base"):
+            # Every host path handed to a machine lives under these: the whole host is not one.
+            if isinstance(g[key], str) and posixpath.normpath(g[key]) == "/":
+                r.error((*path, key), "must not be / (machines would get the host's whole "
+                        "file system)", "a directory of its own, e.g. /srv/anklume/data")
         self.settings = GlobalSettings(
             base_octet=10, zone_base=zone_base, default_os_image=image,
             gpu_policy=gpu_policy, firewall_mode=firewall, shared_volumes_base=sv_base,
@@ -302,9 +318,19 @@ class _Validator:
             v = schema.read("shared_volume", vraw, path, self.r)
             if v is None:
                 continue
+            before = len(self.r.errors)
             source = values.abs_path(self.r, v.get("source") or
                                     posixpath.join(self.settings.shared_volumes_base, name),
                                     (*path, "source"))
+            if v.get("source") and len(self.r.errors) == before and not containment.inside(
+                    source, (self.settings.shared_volumes_base,)):
+                # Mounted with shift into every consumer: a source outside the root of shared
+                # volumes (/, /etc, the Incus state) would hand them the host's files.
+                self.r.error((*path, "source"), f"{source} is outside global."
+                             f"shared_volumes_base ({self.settings.shared_volumes_base})",
+                             "put the volume there (the default source is "
+                             "<shared_volumes_base>/<name>), or give one machine a disk "
+                             "device with unsafe: [host-path]")
             mount = values.abs_path(self.r, v.get("path") or f"/shared/{name}", (*path, "path"))
             consumers = v["consumers"]
             assert isinstance(consumers, Mapping)

@@ -195,6 +195,21 @@ BAD = {
                'domains.vtbad.machines.vt-b.os_image: image remote "ubuntu" is not supported'),
     "cron": ({"vtbad": {"machines": {"vt-b": {"snapshots_schedule": "0 0 * * 7"}}}},
              'domains.vtbad.machines.vt-b.snapshots_schedule: "0 0 * * 7" is not a cron'),
+    # Containment (#20): each of these handed the container the host before.
+    "raw-lxc": ({"vtbad": {"machines": {"vt-b": {"config": {
+        "raw.lxc": "lxc.mount.entry = / host none bind,create=dir 0 0"}}}}},
+        "domains.vtbad.machines.vt-b.config.raw.lxc: raw.lxc would weaken the containment"),
+    "host-root": ({"vtbad": {"profiles": {"p": {"devices": {
+        "root2": {"type": "disk", "source": "/", "path": "/host"}}}},
+        "machines": {"vt-b": {"profiles": ["default", "p"]}}}},
+        "domains.vtbad.profiles.p.devices.root2: host-path would weaken the containment"),
+    "dev-mem": ({"vtbad": {"machines": {"vt-b": {"devices": {
+        "mem": {"type": "unix-char", "path": "/dev/mem"}}}}}},
+        "domains.vtbad.machines.vt-b.devices.mem: host-device would weaken the containment"),
+    "incus-api": ({"vtbad": {"machines": {"vt-b": {"devices": {
+        "api": {"type": "proxy", "listen": "unix:/run/api.socket",
+                "connect": "unix:/var/lib/incus/unix.socket"}}}}}},
+        "domains.vtbad.machines.vt-b.devices.api: proxy would weaken the containment"),
     "bridge-collision": ({"corp-sandbox": {"trust_level": "admin"},
                           bridge_name("corp-sandbox")[4:]: {"trust_level": "trusted"}},
                          'domains.corp-sandbox: bridge name "' + bridge_name("corp-sandbox")),
@@ -227,3 +242,19 @@ def test_volumes_on_tmpfs_are_refused_before_anything_changes(incus, owned, tmp_
     assert snapshot(incus) == before
     assert not exists(incus, "/1.0/projects/vtmp")
     assert not Path("/dev/shm/anklume-valtest").exists()
+
+
+def test_an_unsafe_opt_in_is_applied_and_said(incus, owned, tmp_path):
+    """#20: a capability outside the allow-list is applied only when the machine names it in
+    `unsafe:`, and every plan and apply says so."""
+    path = write(tmp_path, doc({"vtnest": {"ephemeral": True, "machines": {"vt-n": {
+        "config": {"security.nesting": True}, "unsafe": ["security.nesting"]}}}}))
+    r = cli("plan", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    warning = 'machine "vt-n" opts in to unsafe security.nesting'
+    assert warning in r.stderr, r.stderr
+    r = cli("apply", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert warning in r.stderr, r.stderr
+    inst = incus.get("/1.0/instances/vt-n", project="vtnest")
+    assert inst["config"]["security.nesting"] == "true"

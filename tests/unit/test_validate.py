@@ -325,6 +325,7 @@ def test_profiles(tmp_path):
     data = doc()
     data["domains"]["pro"]["profiles"] = {"nesting": {"config": {"security.nesting": True}}}
     data["domains"]["pro"]["machines"]["pro-dev"]["profiles"] = ["default", "nesting"]
+    data["domains"]["pro"]["machines"]["pro-dev"]["unsafe"] = ["security.nesting"]
     infra, _ = ok(tmp_path, data)
     (prof,) = infra.domain("pro").profiles
     assert prof.name == "nesting" and dict(prof.config) == {"security.nesting": "true"}
@@ -407,7 +408,8 @@ def test_config_and_devices_become_strings(tmp_path):
     data = doc()
     data["domains"]["pro"]["machines"]["pro-dev"].update(
         config={"limits.cpu": 2, "security.nesting": True, "limits.memory": "2GiB"},
-        devices={"data": {"type": "disk", "source": "/srv/x", "path": "/x", "readonly": True}})
+        devices={"data": {"type": "disk", "source": "/srv/x", "path": "/x", "readonly": True}},
+        unsafe=["security.nesting", "host-path"])
     infra, _ = ok(tmp_path, data)
     m = machine(infra, "pro-dev")
     assert dict(m.config) == {"limits.cpu": "2", "security.nesting": "true",
@@ -576,7 +578,8 @@ def test_name_both_domain_and_machine_is_ambiguous_in_policies(tmp_path):
 def test_shared_volumes_resolved_per_machine(tmp_path):
     data = doc(shared_volumes={
         "docs": {"consumers": {"pro": "ro", "pro-dev": "rw"}, "shift": True},
-        "media": {"source": "/mnt/media", "path": "/media", "consumers": {"perso-box": "ro"},
+        "media": {"source": "/data/shares/media/films", "path": "/media",
+                  "consumers": {"perso-box": "ro"},
                   "propagate": True},
     })
     data["global"]["shared_volumes_base"] = "/data/shares/"
@@ -588,7 +591,7 @@ def test_shared_volumes_resolved_per_machine(tmp_path):
     assert web.readonly
     (box,) = machine(infra, "perso-box").shared_volumes
     assert (box.source, box.path, box.readonly, box.propagate) == \
-        ("/mnt/media", "/media", True, True)
+        ("/data/shares/media/films", "/media", True, True)
 
 
 @pytest.mark.parametrize("vol, path", [
@@ -640,7 +643,7 @@ def test_same_mount_path_twice_in_one_machine(tmp_path):
     data = doc()
     data["domains"]["pro"]["machines"]["pro-web"].update(
         persistent_data={"x": {"path": "/data"}},
-        devices={"mine": {"type": "disk", "source": "/srv", "path": "/data"}})
+        devices={"mine": {"type": "disk", "source": "/srv/anklume/data/mine", "path": "/data"}})
     assert where(errors(tmp_path, data)) == [
         "domains.pro.machines.pro-web.persistent_data.x"]
 
