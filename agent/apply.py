@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from anklume import log
+from anklume import log, paths
 from anklume.agent import nftables
 from anklume.agent.firewall import Firewall
 from anklume.agent.incus_api import Incus, IncusError
@@ -96,10 +96,14 @@ def _keep_incus_keys(observed: Resource | None, config: dict[str, str]) -> dict[
 
 def _host_dirs(r: Resource) -> None:
     # Persistent data and shared volumes are host directories we own; Incus refuses to start
-    # an instance whose disk source does not exist.
+    # an instance whose disk source does not exist. So is the host end of unix-socket grants
+    # (tmpfiles.d makes it at boot; a development host has none).
     for name, dev in r.devices.items():
         if dev.get("type") == "disk" and name.startswith(("pd-", "sv-")) and dev.get("source"):
             os.makedirs(dev["source"], mode=0o755, exist_ok=True)
+        elif dev.get("type") == "proxy" and dev.get("bind") == "host" and dev.get(
+                "listen", "").startswith(f"unix:{paths.SERVICE_SOCKETS}/"):
+            os.makedirs(paths.SERVICE_SOCKETS, mode=0o700, exist_ok=True)
 
 
 def _devices(r: Resource) -> dict[str, dict[str, str]]:

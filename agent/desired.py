@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from anklume import paths
 from anklume.agent import nft_rules
 from anklume.agent.model import Domain, Infra, InstanceType, Machine, ServiceGrant, frozen_map
 from anklume.agent.resources import (
@@ -95,17 +94,23 @@ def domain_profiles(domain: Domain, owner: str) -> list[Resource]:
 def proxy(g: ServiceGrant) -> dict[str, str]:
     """The consumer's proxy device for one grant (agent/services.py): bind=instance listens
     inside the consumer; Incus's forkproxy then connects from the host, which reaches a TCP
-    service at the provider's static IP (nft_rules opens exactly that) and a socket through
-    the provider's root file system."""
+    service at the provider's static IP (nft_rules opens exactly that) and a unix socket at the
+    grant's host end (provider_proxy)."""
     if g.port is not None:
-        connect = f"tcp:{g.provider_ip}:{g.port}"
-        listen = f"tcp:{g.listen}"
-    else:
-        # Incus keeps an instance of project P as <P>_<name>; domains are never "default".
-        rootfs = f"{paths.INCUS_DIR}/containers/{g.provider_domain}_{g.provider}/rootfs"
-        connect = f"unix:{rootfs}{g.socket}"
-        listen = f"unix:{g.listen}"
-    return {"type": "proxy", "bind": "instance", "listen": listen, "connect": connect}
+        return {"type": "proxy", "bind": "instance", "listen": f"tcp:{g.listen}",
+                "connect": f"tcp:{g.provider_ip}:{g.port}"}
+    return {"type": "proxy", "bind": "instance", "listen": f"unix:{g.listen}",
+            "connect": f"unix:{g.rendezvous}"}
+
+
+def provider_proxy(g: ServiceGrant) -> dict[str, str]:
+    """The provider's side of a unix-socket grant: bind=host listens at the grant's host end
+    (root only) and connects to the socket *inside the provider's namespaces*. Connecting from
+    the host through the provider's root file system instead let the provider swap its socket
+    for a symlink to any host socket (the Incus API) and hand that to its consumers (#20)."""
+    assert g.socket is not None
+    return {"type": "proxy", "bind": "host", "listen": f"unix:{g.rendezvous}",
+            "connect": f"unix:{g.socket}", "mode": "0600"}
 
 
 def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
@@ -161,6 +166,8 @@ def instance(infra: Infra, domain: Domain, m: Machine, image: str) -> Resource:
     for g in infra.services:
         if g.consumer == m.name:
             devices[g.device] = frozen_map(proxy(g))
+        if g.provider == m.name and g.socket is not None:  # the same for each consumer
+            devices[g.provider_device] = frozen_map(provider_proxy(g))
     devices.update(_devices(m.devices))
 
     return Resource(

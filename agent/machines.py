@@ -134,9 +134,9 @@ def check_devices(r: Report, m: MachineSpec, domain_path: KeyPath,
         devices[dev] = (values.disk_path(conf), (*m.path, "devices", dev))
     for dev, (_, path) in devices.items():
         # The agent names the proxy devices of services: grants svc-<provider>-<service>.
-        if dev.startswith("svc-"):
-            r.error(path, f'device name "{dev}": the prefix svc- is reserved for the proxy '
-                    "devices of services: grants", "rename the device")
+        if dev.startswith(("svc-", "svc.")):
+            r.error(path, f'device name "{dev}": the prefix {dev[:4]} is reserved for the '
+                    "proxy devices of services: grants", "rename the device")
     generated = [(f"pd-{pv.name}", pv.path, (*m.path, "persistent_data", pv.name))
                  for pv in m.persistent]
     generated += [(f"sv-{sv.volume}", sv.path, ("shared_volumes", sv.volume))

@@ -14,6 +14,8 @@ from enum import StrEnum
 from hashlib import sha256
 from types import MappingProxyType
 
+from anklume import paths
+
 IFNAME_MAX = 15  # Linux interface names (IFNAMSIZ - 1)
 
 
@@ -155,6 +157,19 @@ class ServiceGrant:
     @property
     def device(self) -> str:
         return f"svc-{self.provider}-{self.service}"
+
+    @property
+    def provider_device(self) -> str:
+        """A unix-socket service's proxy on the provider (one per service, whatever the number
+        of consumers). A dot: never in a machine name, so never a consumer's device name."""
+        return f"svc.{self.service}"
+
+    @property
+    def rendezvous(self) -> str:
+        """Where a unix-socket service meets its consumers on the host (a hash: socket paths
+        are limited to 107 bytes, names are not)."""
+        key = sha256(f"{self.provider_domain}/{self.provider}/{self.service}".encode())
+        return f"{paths.SERVICE_SOCKETS}/{key.hexdigest()[:24]}.sock"
 
 
 @dataclass(frozen=True)

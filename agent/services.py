@@ -3,8 +3,11 @@
 Each (service, consumer machine) pair is one ServiceGrant, realised by desired.py as an Incus
 proxy device `svc-<provider>-<service>` on the consumer: it listens inside the consumer (its
 loopback 127.0.0.1:<listen>, or a unix socket path) and Incus's forkproxy connects from the host
-to the provider. That is how isolated domains may talk: through one declared port, never through
-their networks, so a cross-domain grant is allowed exactly because it is declared.
+to the provider: to its static IP and port, or, for a unix socket, to the grant's host end,
+where the provider's own proxy `svc.<service>` connects to the socket inside the provider (so
+a symlink the provider plants there cannot reach a host socket). That is how isolated domains
+may talk: through one declared port, never through their networks, so a cross-domain grant is
+allowed exactly because it is declared.
 
 Rules (each an error with the key path):
 - exactly one of `port` (1-65535) and `socket` (an absolute path); `listen` is the consumer side

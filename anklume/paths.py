@@ -21,6 +21,10 @@ SHARE_DIR = Path("/usr/share/anklume")
 # Incus's own state directory (not anklume's): in RAM in live mode, on the data pool after the
 # first boot moved it there. A string: it goes into commands and Incus device settings.
 INCUS_DIR = "/var/lib/incus"
+# The host end of each unix-socket service grant (agent/services.py): a directory only root can
+# enter, made at boot by tmpfiles.d (before Incus starts a provider) and by the agent. Fixed,
+# like INCUS_DIR: it goes into Incus device settings.
+SERVICE_SOCKETS = "/run/anklume/services"
 # The build host's signing keys: outside the repository, and not under ANKLUME_STATE_DIR (a
 # build host's keys are not an appliance's state).
 DEFAULT_KEY_DIR = DEFAULT_STATE_DIR / "keys"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,10 +34,14 @@ PROJECT = "svctest"
 P_IP, C_IP = "10.62.7.1", "10.72.7.1"
 FIREWALL_LOCK = "/run/lock/anklume-host-firewall.lock"  # as test_isolation.py
 DEVICE = "svc-p1-signer"
+# A unix-socket service: at the top of each root file system (no mount hides it from the host,
+# where the test plays the provider's server and the consumer's client through those paths).
+P_SOCK, C_SOCK = "/clip-p.sock", "/clip-c.sock"
 
 
 def infra_doc(grant: bool) -> dict:
-    services = {"signer": {"port": 7000, "consumers": ["svcc"]}} if grant else {}
+    services = {"signer": {"port": 7000, "consumers": ["svcc"]},
+                "clip": {"socket": P_SOCK, "listen": C_SOCK, "consumers": ["c1"]}} if grant else {}
     return {
         "project_name": PROJECT,
         "global": {"addressing": {"zone_base": 62}, "default_os_image": IMAGE},
@@ -118,6 +124,76 @@ def test_consumer_reaches_the_service_through_the_proxy_only(lab):
     # Idempotent: the second run plans nothing, devices and firewall included.
     again = reconcile(load(lab), dry_run=True, default_image=IMAGE)
     assert list(again.plan) == [], format_plan(again.plan)
+
+
+def _rootfs(project: str, name: str) -> Path:
+    return Path(f"/var/lib/incus/containers/{project}_{name}/rootfs")
+
+
+@contextlib.contextmanager
+def _unix_server(path: Path, reply: bytes) -> Iterator[None]:
+    """The provider's service: a server whose socket file is `path` (in p1's root file system,
+    bound from the host: busybox has no unix-socket server)."""
+    path.unlink(missing_ok=True)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    # The provider's proxy connects as the container's root (a mapped uid on the host), as a
+    # service in the container would have made it: anyone may connect here.
+    path.chmod(0o666)
+    srv.listen()
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = srv.accept()
+                with conn:
+                    # Read the request first: closing with it unread resets the connection,
+                    # and the reply with it, somewhere along the proxies.
+                    conn.settimeout(5)
+                    conn.recv(4096)
+                    conn.sendall(reply)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+        path.unlink(missing_ok=True)
+
+
+def _ask(path: Path, data: bytes) -> bytes:
+    """Connect at `path` (a socket in a container's root file system, seen from the host),
+    send `data`, return what comes back until the other end closes (or 5 s)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        try:
+            c.connect(str(path))
+            c.sendall(data)
+            out = b""
+            while chunk := c.recv(4096):
+                out += chunk
+            return out
+        except OSError:
+            return b""
+
+
+def test_a_unix_socket_service_reaches_the_provider_socket_and_nothing_else(lab):
+    """#20: the provider controls the path of its socket. Its proxy connects inside the
+    provider, so a symlink there to the Incus API socket leads nowhere; resolved on the host
+    (the control: what a proxy connecting through the provider's root file system did), the
+    same symlink hands out the Incus API."""
+    provider, consumer = _rootfs("svcp", "p1") / P_SOCK[1:], _rootfs("svcc", "c1") / C_SOCK[1:]
+    with _unix_server(provider, b"open-clip\n"):
+        assert _ask(consumer, b"hi\n") == b"open-clip\n"
+    assert _exec("svcp", "p1", "ln", "-sf", "/var/lib/incus/unix.socket", P_SOCK).returncode == 0
+    request = b"GET /1.0 HTTP/1.0\r\n\r\n"
+    assert b" 200 " in _ask(provider, request), "control: the symlink should reach the API"
+    assert b"HTTP" not in _ask(consumer, request), "the grant handed out the Incus API"
 
 
 def test_removing_the_grant_removes_the_proxy(lab):

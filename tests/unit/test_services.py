@@ -61,12 +61,21 @@ def test_grants_expand_domains_and_become_proxy_devices(tmp_path):
     assert dict(dev["svc-vault-sign-signer"]) == {
         "type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:7000",
         "connect": "tcp:10.100.0.10:7000"}
+    # A unix socket meets its consumers at a host path only root can reach, and the
+    # provider's own proxy connects to it inside the provider (a symlink it plants there cannot
+    # point at a host socket, #20); never through the provider's root file system.
+    (host_end,) = {g.rendezvous for g in infra.services if g.service == "clip"}
+    assert host_end.startswith("/run/anklume/services/") and len(host_end) < 108
     assert dict(dev["svc-vault-sign-clip"]) == {
         "type": "proxy", "bind": "instance", "listen": "unix:/run/c.sock",
-        "connect": "unix:/var/lib/incus/containers/vault_vault-sign/rootfs/run/clip.sock"}
+        "connect": f"unix:{host_end}"}
     assert "svc-vault-sign-clip" not in state.get((Kind.INSTANCE, "perso", "perso-box")).devices
-    assert not [k for k in state.get((Kind.INSTANCE, "vault", "vault-sign")).devices
-                if k.startswith("svc-")]
+    provider = state.get((Kind.INSTANCE, "vault", "vault-sign")).devices
+    assert not [k for k in provider if k.startswith("svc-")]
+    assert dict(provider["svc.clip"]) == {
+        "type": "proxy", "bind": "host", "listen": f"unix:{host_end}",
+        "connect": "unix:/run/clip.sock", "mode": "0600"}
+    assert "/var/lib/incus" not in str([dict(d) for d in dev.values()])
 
 
 def test_firewall_opens_exactly_the_provider_port_from_the_host(tmp_path):
