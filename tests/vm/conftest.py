@@ -355,6 +355,7 @@ def boot_and_check(
             vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=report_timeout,
                         log="channel")
             stages["report"] = vm.elapsed()
+        resets = vm.resets()  # before a quit: QMP goes with it
         try:
             if cut_power_at is None and not power_off:
                 vm.stop(timeout=5)
@@ -374,7 +375,7 @@ def boot_and_check(
             serial=vm.serial.text(),
             log_dir=vm.log_dir,
             vars_after=vm.log_dir / "OVMF_VARS.fd",
-            resets=vm.resets(),
+            resets=resets,
             stages=stages,
             accel=vm.accel,
             unplug=unplug,

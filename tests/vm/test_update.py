@@ -402,8 +402,8 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
         vm.qmp.wait_event("RESET", timeout=120, since=len(vm.qmp.events))
         assert vm.resets() > resets
         vm.wait_for(guest.RESULT, timeout=900, log="channel")
-        vm.stop(timeout=5)  # this machine's last boot: V1's shutdown is proved by other boots
         record_timing(vm, f"stop and restart, then V1 report at {vm.elapsed():.0f} s")
+        vm.stop(timeout=5)  # this machine's last boot: V1's shutdown is proved by other boots
         return vm.serial.text(), guest.parse_report(vm.channel.text())
 
     serial, r = harness.run_vm(spec, body)
