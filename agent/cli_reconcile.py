@@ -20,12 +20,12 @@ FORCE = typer.Option(False, "--force",
 DEFAULT_IMAGE = typer.Option(
     None, "--default-image", metavar="ALIAS",
     help="Image for machines without their own os_image (overrides global.default_os_image).")
-app = typer.Typer()
-
 RECREATE = typer.Option(
     False, "--recreate",
     help="Delete and create again the instances whose os_image changed (their data outside "
     "persistent_data and shared volumes is lost).")
+
+app = typer.Typer()
 
 
 @app.command("plan")

@@ -31,7 +31,7 @@ SAFE_PREFIXES = (
     "environment.",  # the instance's own environment variables
     "cloud-init.",  # the instance's own first-boot configuration
     "security.protection.",  # delete/shift protection
-    "linux.sysctl.",  # namespaced sysctls: Incus refuses the host-wide ones
+    "linux.sysctl.",  # set by LXC inside the (unprivileged) container's own namespaces
 )
 SAFE_KEYS = frozenset({
     "security.idmap.isolated",  # a uid range of its own: more isolation, not less

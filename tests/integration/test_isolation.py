@@ -18,13 +18,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from serving import answering
 
 from anklume.agent import nft_live, nftables
 from anklume.agent.model import Infra
@@ -258,25 +258,8 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
 @contextlib.contextmanager
 def host_listener(ip: str, port: int) -> Iterator[None]:
     """A TCP server on the host that answers `open-host`, bound to one gateway address."""
-    srv = socket.create_server((ip, port))
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn, _ = srv.accept()
-                with conn:
-                    conn.sendall(b"open-host\n")
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
+    with answering(socket.create_server((ip, port)), b"open-host\n"):
         yield
-    finally:
-        stop.set()
-        t.join(timeout=5)
-        srv.close()
 
 
 def _host_connects(ip: str, port: int) -> bool:

@@ -13,13 +13,13 @@ import fcntl
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from serving import answering
 
 from anklume.agent.model import GlobalSettings, Infra
 from anklume.agent.plan_text import format_plan
@@ -141,28 +141,10 @@ def _unix_server(path: Path, reply: bytes) -> Iterator[None]:
     # service in the container would have made it: anyone may connect here.
     path.chmod(0o666)
     srv.listen()
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn, _ = srv.accept()
-                with conn:
-                    # Read the request first: closing with it unread resets the connection,
-                    # and the reply with it, somewhere along the proxies.
-                    conn.settimeout(5)
-                    conn.recv(4096)
-                    conn.sendall(reply)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
     try:
-        yield
+        with answering(srv, reply, read_request=True):  # the request crosses two proxies
+            yield
     finally:
-        stop.set()
-        t.join(5)
-        srv.close()
         path.unlink(missing_ok=True)
 
 
