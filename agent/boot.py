@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from anklume import __version__, atomic, exitcodes, log, paths, pool_status
-from anklume.agent import last_result, lock, nft_live, retry, sdnotify
+from anklume.agent import containment, last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.nft_rules import FAMILY, TABLE
@@ -60,6 +60,8 @@ class Run:
     errors: list[str] = field(default_factory=list)
     drift: int = 0
     firewall: str = "not applied"
+    unsafe: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
 
     def result(self) -> LastResult:
@@ -68,7 +70,8 @@ class Run:
             image_version=last_result.image_version(), trigger=self.trigger,
             config=self.config, outcome=self.outcome, counts=self.counts,
             errors=tuple(self.errors), drift=self.drift,
-            seconds=round(time.monotonic() - self.t0, 3), firewall=self.firewall)
+            seconds=round(time.monotonic() - self.t0, 3), firewall=self.firewall,
+            unsafe=tuple(self.unsafe), warnings=tuple(self.warnings))
 
 
 def wait_for_incus(incus: Incus, timeout: float, *, sleep: Callable[[float], None] = time.sleep,
@@ -267,6 +270,7 @@ def _run(run: Run, incus: Incus, incus_timeout: float, retry_timeout: float,
     for w in warnings:
         log.event(_log, "Configuration warning", logging.WARNING, config=run.config,
                   warning=str(w))
+        (run.unsafe if w.tag == containment.UNSAFE else run.warnings).append(str(w))
     return _reconcile_step(run, infra, incus, retry_timeout, sleep)
 
 

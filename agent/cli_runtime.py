@@ -60,8 +60,9 @@ def health_cmd() -> None:
 
 @app.command("status")
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """What the agent's last run did: time, versions, outcome, counts, errors. Exit 0, or 3
-    when there is no result yet."""
+    """What the agent's last run did: time, versions, outcome, counts, errors, the unsafe
+    opt-ins it applied and the configuration's warnings. Exit 0, or 3 when there is no result
+    yet."""
     from anklume.agent import last_result
 
     last, reason = last_result.read()
@@ -84,6 +85,9 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             f"{c.conflicts} conflicts, {c.kept} kept",
             f"firewall: {last.firewall}",
             *(["errors:"] + [f"  - {e}" for e in last.errors] if last.errors else []),
+            *(["UNSAFE (accepted in infra.yml: these machines are not fully contained):"]
+              + [f"  - {u}" for u in last.unsafe] if last.unsafe else []),
+            *(["warnings:"] + [f"  - {w}" for w in last.warnings] if last.warnings else []),
         ]))
     if last is None:
         raise typer.Exit(EXIT_NO_RESULT)

@@ -5,7 +5,8 @@ Incus takes any config key and device, and several hand a container the host: `r
 interface. So the keys and devices that keep a machine contained are listed here (an
 allow-list: a key Incus adds later is refused until someone looks at it), and anything else
 is an error that names it and says why, unless the machine opts in to that named capability
-with `unsafe: [...]`; the opt-in is then repeated as a warning by validate, plan and apply.
+with `unsafe: [...]`; the opt-in is then repeated as a warning by validate, plan and apply,
+and `anklume status` lists it after each agent run.
 
 Capabilities: a config key outside the list is its own name (`raw.lxc`, `security.nesting`);
 devices are `host-path` (a disk from a host directory outside anklume's data roots),
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from anklume.problems import KeyPath, Report
 
+UNSAFE = "unsafe"  # the tag of an accepted opt-in's warning: `anklume status` lists those apart
 SAFE_PREFIXES = (
     "limits.",  # resource limits only ever take away
     "boot.",  # start order and autostart
@@ -131,7 +133,8 @@ def check(r: Report, machine: str, unsafe: Iterable[str], found: list[Use],
     allowed = set(unsafe)
     for u in found:
         if u.capability in allowed:
-            r.warn(u.path, f'machine "{machine}" opts in to unsafe {u.capability}: {u.why}')
+            r.warn(u.path, f'machine "{machine}" opts in to unsafe {u.capability}: {u.why}',
+                   tag=UNSAFE)
         else:
             r.error(u.path, f"{u.capability} would weaken the containment of machine "
                     f'"{machine}": {u.why}',

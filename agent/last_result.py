@@ -46,11 +46,16 @@ class LastResult:
     drift: int = 0  # changes a no-op second apply would have made: those this run applied
     seconds: float = 0.0
     firewall: str = "not applied"
+    # The configuration's warnings; `unsafe` those that accept a capability weakening a
+    # machine's containment (agent/containment.py), shown first by `anklume status`.
+    unsafe: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
     schema: int = SCHEMA
 
     def to_json(self) -> str:
         d = asdict(self)
-        d["errors"] = list(self.errors)
+        for k in ("errors", "unsafe", "warnings"):
+            d[k] = list(d[k])
         return json.dumps({"schema": self.schema, **{k: v for k, v in d.items()
                                                       if k != "schema"}}, indent=2) + "\n"
 
@@ -91,9 +96,10 @@ def _parse(d: object) -> LastResult:
     c = d.get("counts") or {}
     if not isinstance(c, dict):
         raise ValueError("counts is not an object")
-    errors = d.get("errors") or []
-    if not isinstance(errors, list):
-        raise ValueError("errors is not a list")
+    lists = {k: d.get(k) or [] for k in ("errors", "unsafe", "warnings")}
+    for k, v in lists.items():
+        if not isinstance(v, list):
+            raise ValueError(f"{k} is not a list")
     outcome = d["outcome"]
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
@@ -102,8 +108,10 @@ def _parse(d: object) -> LastResult:
         image_version=d.get("image_version"), trigger=str(d["trigger"]),
         config=str(d["config"]), outcome=outcome,
         counts=Counts(**{k: int(c.get(k, 0)) for k in Counts.__dataclass_fields__}),
-        errors=tuple(str(e) for e in errors), drift=int(d.get("drift", 0)),
-        seconds=float(d.get("seconds", 0.0)), firewall=str(d.get("firewall", "not applied")))
+        errors=tuple(str(e) for e in lists["errors"]), drift=int(d.get("drift", 0)),
+        seconds=float(d.get("seconds", 0.0)), firewall=str(d.get("firewall", "not applied")),
+        unsafe=tuple(str(e) for e in lists["unsafe"]),
+        warnings=tuple(str(e) for e in lists["warnings"]))
 
 
 def read(path: Path | None = None) -> tuple[LastResult | None, str]:

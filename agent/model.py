@@ -123,8 +123,9 @@ class Domain:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One side of a network policy: `host`, a whole domain, or one machine."""
-    kind: str  # "host" | "domain" | "machine"
+    """One side of a network policy: `host`, `lan` (a policy's `from` only), a whole domain,
+    or one machine."""
+    kind: str  # "host" | "lan" | "domain" | "machine"
     name: str
     domain: str | None = None  # the domain of a machine endpoint (or the domain itself)
     ip: ipaddress.IPv4Address | None = None  # machine endpoints only

@@ -8,7 +8,8 @@ Layout (every rule has a comment naming its origin, so a diff reads well):
 
 - `forward` (hook forward, priority -1, i.e. before Incus's own `inet incus` table at 0):
   replies accepted, invalid dropped, same-bridge traffic accepted per enabled domain, one accept
-  per policy direction, then `iifname "net-*" oifname "net-*" drop` (between domains) and
+  per policy direction (a `from: lan` policy matches what does not come from a domain bridge),
+  then `iifname "net-*" oifname "net-*" drop` (between domains) and
   `oifname "net-*" drop`: nothing new enters a domain from anywhere else either (the LAN, the
   uplink, any other interface), even from a host that routes a domain's subnet through this
   machine. A domain's own traffic out (NAT to the internet) falls through to the chain's
@@ -63,6 +64,10 @@ def iif(name: str) -> Stmt:
 
 def oif(name: str) -> Stmt:
     return _match({"meta": {"key": "oifname"}}, name)
+
+
+def iif_not(name: str) -> Stmt:
+    return _match({"meta": {"key": "iifname"}}, name, "!=")
 
 
 def addr(field: str, ip: object) -> Stmt:
@@ -128,13 +133,13 @@ class _Endpoints:
         self.enabled = {d.name: d for d in infra.enabled_domains}
 
     def domain_of(self, ep: Endpoint) -> Domain | None:
-        if ep.kind == "host":
+        if ep.kind in ("host", "lan"):
             return None
         return self.enabled.get(ep.domain or ep.name)
 
     def live(self, ep: Endpoint) -> bool:
         """False when the endpoint lives in a disabled domain: the policy has nothing to open."""
-        return ep.kind == "host" or self.domain_of(ep) is not None
+        return ep.kind in ("host", "lan") or self.domain_of(ep) is not None
 
     def side(self, ep: Endpoint, source: bool) -> tuple[Stmt, list[Stmt]]:
         """(interface match, address matches) for one endpoint of a forwarded flow."""
@@ -169,6 +174,12 @@ def _policy_rules(ends: _Endpoints, pol: NetworkPolicy) -> list[Rule]:
         elif src.kind == "host":
             d_if, d_ip = ends.side(dst, False)
             rules.append(Rule("output", (d_if, *d_ip, *ports, ACCEPT), comment))
+        elif src.kind == "lan":
+            # From any interface that is not a domain's bridge (the uplink, a LAN): validation
+            # made sure this names its ports and goes into a domain.
+            d_if, d_ip = ends.side(dst, False)
+            rules.append(Rule("forward", (iif_not(BRIDGES), d_if, *d_ip, *ports, ACCEPT),
+                              comment))
         else:
             (s_if, s_ip), (d_if, d_ip) = ends.side(src, True), ends.side(dst, False)
             # Interfaces first, then addresses: the order nft keeps when listing.

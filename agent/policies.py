@@ -20,14 +20,21 @@ class Names:
     ips: Mapping[str, ipaddress.IPv4Address]  # machine -> address (when assigned)
 
 
-def reference(r: Report, names: Names, name: object, path: KeyPath, allow_host: bool = True
-              ) -> Endpoint | None:
-    """Resolve a policy endpoint or a volume consumer: `host`, a domain or a machine."""
+def reference(r: Report, names: Names, name: object, path: KeyPath, allow_host: bool = True,
+              allow_lan: bool = False) -> Endpoint | None:
+    """Resolve a policy endpoint or a volume consumer: `host`, `lan` (where allowed), a domain
+    or a machine."""
     if not isinstance(name, str):
         r.error(path, f"must be a name, not {describe(name)}")
         return None
     if name == values.HOST and allow_host:
         return Endpoint("host", values.HOST)
+    if name == values.LAN:
+        if allow_lan:
+            return Endpoint("lan", values.LAN)
+        r.error(path, f'"{values.LAN}" can only be a network policy\'s "from": the domains '
+                "reach the LAN already, through NAT, and it has nothing to share")
+        return None
     is_domain, domain = name in names.enabled, names.machines.get(name)
     if is_domain and domain is not None:
         r.error(path, f'"{name}" is both a domain and a machine', "rename one of them")
@@ -62,6 +69,27 @@ def ports(r: Report, raw: object, path: KeyPath) -> tuple[int, ...] | bool | Non
     return tuple(out) if ok else False
 
 
+def _from_lan_ok(r: Report, p: Mapping[str, object], dst: Endpoint,
+                 allowed: tuple[int, ...] | None, path: KeyPath) -> bool:
+    """A policy that opens a domain to the LAN: only named ports, only one way, and only into a
+    domain (the isolation table does not filter the LAN's traffic to the appliance itself)."""
+    ok = True
+    if dst.kind == "host":
+        r.error((*path, "to"), f'a policy from "{values.LAN}" must go to a domain or a machine',
+                "the isolation table only guards the domains; the appliance's own ports are "
+                "not its concern")
+        ok = False
+    if allowed is None:
+        r.error((*path, "ports"), f'a policy from "{values.LAN}" must name its ports',
+                "e.g. [443]: all ports would open the whole domain to every neighbour")
+        ok = False
+    if p["bidirectional"]:
+        r.error((*path, "bidirectional"), f'a policy from "{values.LAN}" cannot be '
+                "bidirectional", "the domains reach the LAN already, through NAT")
+        ok = False
+    return ok
+
+
 def resolve(r: Report, names: Names, raw: list[object]) -> list[NetworkPolicy]:
     """The policies in declaration order; those naming a disabled domain are left out (with a
     warning) since nothing of that domain exists to reach."""
@@ -71,11 +99,14 @@ def resolve(r: Report, names: Names, raw: list[object]) -> list[NetworkPolicy]:
         p = schema.read("policy", praw, path, r)
         if p is None:
             continue
-        src, dst = (reference(r, names, p[k], (*path, k)) if k in p else None
-                    for k in ("from", "to"))
+        src = reference(r, names, p["from"], (*path, "from"), allow_lan=True) \
+            if "from" in p else None
+        dst = reference(r, names, p["to"], (*path, "to")) if "to" in p else None
         allowed = ports(r, p["ports"], (*path, "ports"))
         proto = values.choice(r, p["protocol"], ("tcp", "udp"), (*path, "protocol"))
         if src is None or dst is None or allowed is False:
+            continue
+        if src.kind == "lan" and not _from_lan_ok(r, p, dst, allowed, path):
             continue
         assert not isinstance(allowed, bool)
         off = [e.domain for e in (src, dst) if e.domain and not names.enabled.get(e.domain)]

@@ -4,6 +4,9 @@
   tmpfs or ramfs would be lost at the next boot, so it is refused (path and machine named).
 - Their disks are idmapped (`shift=true`) for unprivileged containers: the kernel and Incus
   must support idmapped mounts.
+- A host directory under one of anklume's data roots must stay under it once its symlinks
+  are resolved: a machine with write access to one share could otherwise plant a link that
+  hands another machine `/` (validation only sees the path as written).
 - The storage pool the projects' root disks use must exist.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.resources import Kind, State
@@ -66,6 +69,47 @@ def _host_dirs(want: State) -> Iterator[tuple[str, str, str]]:
                 yield f"{r.project}/{r.name}", dev, conf["source"]
 
 
+def resolved(path: str) -> str:
+    """`path` with the symlinks of its existing part resolved and the missing rest kept."""
+    head, tail = posixpath.normpath(path), []
+    while not os.path.lexists(head) and head != "/":
+        head, last = posixpath.split(head)
+        tail.insert(0, last)
+    return posixpath.join(os.path.realpath(head), *tail)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _host_sources(want: State) -> Iterator[tuple[str, str, str]]:
+    """(owner, device, source) of every disk device from a host path, in instances and
+    profiles (a profile's device reaches every machine using it)."""
+    for kind, label in ((Kind.INSTANCE, "machine"), (Kind.PROFILE, "profile")):
+        for r in want.of_kind(kind):
+            for dev, conf in sorted(r.devices.items()):
+                source = conf.get("source") or ""
+                if conf.get("type") == "disk" and source.startswith("/"):
+                    yield f"{label} {r.project}/{r.name}", dev, source
+
+
+def escaping_dirs(want: State, roots: Sequence[str]) -> list[str]:
+    """Sources written under a data root that lead out of it through a symlink. A source
+    outside every root is validation's business (it takes `unsafe: [host-path]`)."""
+    errors = []
+    for who, dev, source in _host_sources(want):
+        root = next((r for r in roots if _inside(posixpath.normpath(source),
+                                                 posixpath.normpath(r))), None)
+        if root is None:
+            continue
+        real = resolved(source)
+        if not _inside(real, resolved(root)):
+            errors.append(f"{who}: {dev} takes {source}, which a symlink leads to {real}, "
+                          f"outside {root}: remove the link (a machine that can write there "
+                          "may have planted it)")
+    return errors
+
+
 def volatile_dirs(want: State, mountinfo: str) -> list[str]:
     table = mounts(mountinfo)
     errors = []
@@ -89,12 +133,14 @@ def _pools(want: State) -> list[str]:
                    if d.get("type") == "disk" and d.get("pool")})
 
 
-def check(want: State, incus: Incus, mountinfo: str | None = None) -> list[str]:
-    """Every problem found, as messages; [] when applying may go ahead."""
+def check(want: State, incus: Incus, mountinfo: str | None = None,
+          roots: Sequence[str] = ()) -> list[str]:
+    """Every problem found, as messages; [] when applying may go ahead. `roots`: the data
+    roots (global.persistent_data_base, global.shared_volumes_base)."""
     if mountinfo is None:
         with open(MOUNTINFO, encoding="utf-8") as f:
             mountinfo = f.read()
-    errors = volatile_dirs(want, mountinfo)
+    errors = escaping_dirs(want, roots) + volatile_dirs(want, mountinfo)
     for pool in _pools(want):
         try:
             incus.get(f"/1.0/storage-pools/{pool}")

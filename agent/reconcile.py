@@ -65,7 +65,8 @@ def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run
     else:
         want = replace(want, firewall=None)  # the live table is left as it is
     p = plan(want, have, prune=prune, force=force, recreate=recreate)
-    problems = tuple(preflight.check(want, incus))
+    roots = (infra.settings.persistent_data_base, infra.settings.shared_volumes_base)
+    problems = tuple(preflight.check(want, incus, roots=roots))
     for msg in problems:
         log.event(_log, "Cannot apply", logging.ERROR, reason=msg)
     for c in p.conflicts:

@@ -28,6 +28,8 @@ EXPIRY_RE = re.compile(r"^\d+[dhm]$")
 # The words Incus itself reads as true for a boolean config key.
 TRUE_WORDS = {"true", "1", "yes", "on"}
 HOST = "host"  # the policy keyword for the appliance itself
+LAN = "lan"  # the policy keyword for whatever reaches the appliance from outside its domains
+RESERVED = {HOST: "the appliance", LAN: "whatever is outside the domains (the LAN)"}
 # YAML reads `no`, `on`, `1234` or `2024-01-01` as booleans, numbers or dates, not names.
 QUOTE_HINT = 'put it in quotes ("...") so YAML reads it as text'
 
@@ -44,7 +46,8 @@ def is_true(value: str | None) -> bool:
 
 
 def name(r: Report, value: object, path: KeyPath, what: str, maximum: int) -> bool:
-    """A domain or machine name: DNS-safe, at most `maximum` characters, not `host`."""
+    """A domain or machine name: DNS-safe, at most `maximum` characters, not `host` or
+    `lan`."""
     if not isinstance(value, str):
         r.error(path, f"{what} names must be strings, not {describe(value)}", QUOTE_HINT)
         return False
@@ -55,8 +58,9 @@ def name(r: Report, value: object, path: KeyPath, what: str, maximum: int) -> bo
     if len(value) > maximum:
         r.error(path, f'{what} name "{value}" is longer than {maximum} characters')
         return False
-    if value == HOST:
-        r.error(path, f'"{HOST}" is reserved: network policies use it for the appliance')
+    if value in RESERVED:
+        r.error(path, f'"{value}" is reserved: network policies use it for '
+                f"{RESERVED[value]}")
         return False
     return True
 

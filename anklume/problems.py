@@ -34,6 +34,7 @@ class Problem:
     hint: str | None = None
     file: str | None = None
     line: int | None = None
+    tag: str | None = None  # a kind some callers single out (containment.UNSAFE); not printed
 
     def __str__(self) -> str:
         loc = ""
@@ -86,15 +87,17 @@ class Report:
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
 
-    def _make(self, path: KeyPath, what: str, hint: str | None) -> Problem:
+    def _make(self, path: KeyPath, what: str, hint: str | None, tag: str | None = None
+              ) -> Problem:
         file, line = self.locator.find(path)
-        return Problem(format_path(path), what, hint, file, line)
+        return Problem(format_path(path), what, hint, file, line, tag)
 
     def error(self, path: KeyPath, what: str, hint: str | None = None) -> None:
         self.errors.append(self._make(path, what, hint))
 
-    def warn(self, path: KeyPath, what: str, hint: str | None = None) -> None:
-        self.warnings.append(self._make(path, what, hint))
+    def warn(self, path: KeyPath, what: str, hint: str | None = None,
+             tag: str | None = None) -> None:
+        self.warnings.append(self._make(path, what, hint, tag))
 
     def raise_if_errors(self) -> None:
         if self.errors:

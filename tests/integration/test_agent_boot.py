@@ -102,6 +102,25 @@ def test_boot_applies_saves_the_firewall_passes_health_and_converges(env):
     assert got["counts"]["changes"] == 0 and got["drift"] == 0, got
 
 
+def test_status_shows_the_unsafe_opt_ins_the_boot_applied(env):
+    """#20: a capability that weakens containment, accepted with `unsafe:`, is applied by the
+    boot run and listed apart by `anklume status` (and its JSON) until the opt-in is gone."""
+    state = Path(env["ANKLUME_STATE_DIR"])
+    (state / "infra.yml").write_text(yaml.safe_dump(infra_doc({"btd-1": {
+        "ip": "10.30.61.11", "config": {"security.nesting": True},
+        "unsafe": ["security.nesting"]}})))
+    r = cli(env, "agent", "boot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert Incus().get("/1.0/instances/btd-1", project=DOMAIN)["config"][
+        "security.nesting"] == "true"
+    s = cli(env, "status", timeout=60)
+    lines = s.stdout.splitlines()
+    head = "UNSAFE (accepted in infra.yml: these machines are not fully contained):"
+    assert head in lines, s.stdout
+    assert 'machine "btd-1" opts in to unsafe security.nesting' in lines[lines.index(head) + 1]
+    assert last(env)["unsafe"] and not last(env)["warnings"], last(env)
+
+
 def test_two_concurrent_applies_run_one_after_the_other(env, tmp_path):
     machines = {f"btd-{n}": {"ip": f"10.30.61.{10 + n}"} for n in range(1, 4)}
     path = tmp_path / "infra.yml"

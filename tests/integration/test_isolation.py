@@ -445,6 +445,20 @@ def test_a_lan_host_routing_through_the_appliance_cannot_reach_into_a_domain(lab
         lab.configure([])
 
 
+def test_a_from_lan_policy_opens_exactly_its_port_of_its_machine(lab):
+    """Issue #20: the declared way to expose a port to the LAN (`from: lan`, docs/infra-yml.md)
+    opens that port of that machine to a neighbour, and nothing else: not the machine's other
+    listening port, not the same port in another domain, nothing between domains."""
+    with lan_host() as lan_connects:
+        lab.configure([pol("lan", B, [8080])])
+        assert lab.checked(lambda: lan_connects(IPS[B], 8080))
+        assert not lab.checked(lambda: lan_connects(IPS[B], 8081))
+        assert not lab.checked(lambda: lan_connects(IPS[A], 8080))
+        assert not lab.tcp(A, B, 8080)
+        lab.configure([])
+        assert not lab.checked(lambda: lan_connects(IPS[B], 8080))
+
+
 def _as_a1(lab: Lab) -> str:
     """From a2, with a1's address as its own (root in a container can): a TCP connection to
     b1:8080, which a policy grants to a1 only. a2's own address comes back after."""

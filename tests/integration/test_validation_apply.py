@@ -244,6 +244,37 @@ def test_volumes_on_tmpfs_are_refused_before_anything_changes(incus, owned, tmp_
     assert not Path("/dev/shm/anklume-valtest").exists()
 
 
+def test_a_share_leading_out_of_its_root_through_a_symlink_changes_nothing(
+        incus, owned, host_dir, tmp_path):
+    """#20: a link planted under the shares root (by a machine that can write there) would
+    have Incus mount whatever it points at into the consumer. Refused before anything
+    changes, naming the link's target; the control without the link applies."""
+    root, outside = host_dir / "sv", host_dir / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_text("host file\n")
+    (root / "docs").symlink_to(outside)
+    d = doc({"vtlink": {"ephemeral": True, "machines": {"vt-l": {}}}},
+            shared_volumes_base=str(root))
+    d["shared_volumes"] = {"docs": {"consumers": {"vt-l": "ro"}}}
+    path = write(tmp_path, d)
+    before = snapshot(incus)
+    r = cli("apply", path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"machine vtlink/vt-l: sv-docs takes {root}/docs, which a symlink leads to "
+            f"{outside}, outside {root}") in r.stderr, r.stderr
+    assert "Nothing applied" in r.stdout
+    assert snapshot(incus) == before
+    # The control: the same infra with a real directory there applies, and mounts it.
+    (root / "docs").unlink()
+    (root / "docs").mkdir()
+    (root / "docs" / "note").write_text("shared\n")
+    r = cli("apply", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = incus_exec("vtlink", "vt-l", "cat /shared/docs/note 2>&1 || ls -la /")
+    assert got.stdout == "shared\n", got.stdout + got.stderr
+
+
 def test_an_unsafe_opt_in_is_applied_and_said(incus, owned, tmp_path):
     """#20: a capability outside the allow-list is applied only when the machine names it in
     `unsafe:`, and every plan and apply says so."""

@@ -659,6 +659,24 @@ def test_status_shows_the_last_result(dirs):
     assert "image unknown" in r.output
     d = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
     assert d["last_result"]["counts"]["failed"] == 1 and d["this_boot"] is True
+    assert "UNSAFE" not in r.output and "warnings:" not in r.output
+
+
+def test_status_lists_the_unsafe_opt_ins_apart_from_the_other_warnings(dirs):
+    from typer.testing import CliRunner
+
+    from anklume.cli import app
+
+    unsafe = 'infra.yml:9: domains.d.machines.m.config.raw.lxc: machine "m" opts in to unsafe ...'
+    last_result.write(sample(unsafe=(unsafe,), warnings=("infra.yml:3: legacy key",)))
+    got, _ = last_result.read()
+    assert got is not None and got.unsafe == (unsafe,)
+    out = CliRunner().invoke(app, ["status"]).output
+    lines = out.splitlines()
+    i = lines.index("UNSAFE (accepted in infra.yml: these machines are not fully contained):")
+    assert lines[i + 1] == f"  - {unsafe}" and lines[i + 2] == "warnings:", out
+    d = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
+    assert d["last_result"]["unsafe"] == [unsafe], d
 
 
 def test_sd_notify_without_python_systemd_writes_the_socket(tmp_path, monkeypatch):

@@ -210,6 +210,17 @@ def test_host_policies_go_to_input_and_output():
     assert out[-1].startswith('oifname "net-*" counter drop')
 
 
+def test_a_lan_policy_opens_its_ports_into_the_domain_from_outside_the_bridges():
+    pol = NetworkPolicy("web from the LAN", Endpoint("lan", "lan"),
+                        ep_machine("web", "perso", "10.120.2.1"), (443,))
+    fwd = rules_of(infra(PRO, PERSO, policies=(pol,)), "forward")
+    rule = ('iifname != "net-*" oifname "net-perso" ip daddr 10.120.2.1 tcp dport 443 accept '
+            'comment "policy: web from the LAN"')
+    # Before both drops: nothing else of the domain, and no other domain, is opened.
+    assert fwd.index(rule) < fwd.index(next(r for r in fwd if "isolation between" in r))
+    assert not any("policy" in r for r in rules_of(infra(PRO, PERSO, policies=(pol,)), "input"))
+
+
 def test_host_to_host_policy_renders_nothing():
     pol = NetworkPolicy("silly", HOST, HOST, (22,))
     assert not any("silly" in r.text for r in desired_rules(infra(PRO, policies=(pol,))))
@@ -388,6 +399,7 @@ def test_rendered_script_accepted_by_nft_check_mode():
         NetworkPolicy("to host", ep_machine("box", "lab", "10.140.1.1"), HOST, (22,),
                       bidirectional=True),
         NetworkPolicy("from host" + "x" * 200, HOST, ep_domain("pro"), (8080,)),
+        NetworkPolicy("from the LAN", Endpoint("lan", "lan"), ep_domain("lab"), (443,)),
     )
     nft_live.check(nftables.render(infra(PRO, PERSO, LAB, OFF, policies=pols)))
 

@@ -101,3 +101,37 @@ def test_lxc_volumes_are_shifted_vm_ones_not():
     assert lxc.devices["pd-db"]["shift"] == "true" and lxc.devices["sv-docs"]["shift"] == "true"
     vm = state(vm=True).get(("instance", "work", "work-dev"))
     assert "shift" not in vm.devices["pd-db"] and "shift" not in vm.devices["sv-docs"]
+
+
+def test_a_symlink_out_of_a_data_root_is_refused_with_its_target(tmp_path):
+    """#20: a share written under the root, made to lead to / by a link a machine planted in
+    another share it can write. Real links: the check resolves them on this system."""
+    shares = tmp_path / "shares"
+    (shares / "team").mkdir(parents=True)
+    (shares / "docs").symlink_to("/")
+    errors = preflight.escaping_dirs(state(shares_base=str(shares)), [str(shares)])
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"machine work/work-dev: sv-docs takes {shares}/docs, which a "
+                                "symlink leads to /, outside ")
+    # A link that stays inside the root, and a root that is itself a link, are fine.
+    (shares / "docs").unlink()
+    (shares / "docs").symlink_to(shares / "team")
+    assert preflight.escaping_dirs(state(shares_base=str(shares)), [str(shares)]) == []
+    (tmp_path / "via").symlink_to(shares)
+    assert preflight.escaping_dirs(state(shares_base=str(tmp_path / "via")),
+                                   [str(tmp_path / "via")]) == []
+
+
+def test_a_missing_source_is_judged_by_its_existing_part(tmp_path):
+    (tmp_path / "out").symlink_to("/etc")
+    assert preflight.resolved(str(tmp_path / "out" / "a" / "b")) == "/etc/a/b"
+    assert preflight.resolved(str(tmp_path / "none" / "x")) == str(tmp_path / "none" / "x")
+
+
+def test_check_runs_the_symlink_check_on_the_roots_it_is_given(tmp_path):
+    shares = tmp_path / "shares"
+    shares.mkdir()
+    (shares / "docs").symlink_to("/")
+    want = state(shares_base=str(shares))
+    errors = preflight.check(want, FakeIncus(), MOUNTINFO, roots=[str(shares)])
+    assert len(errors) == 1 and "a symlink leads to /" in errors[0]

@@ -551,6 +551,32 @@ def test_policy_errors(tmp_path, policy, path):
     assert where(errors(tmp_path, doc(network_policies=[policy]))) == [path]
 
 
+def test_a_policy_from_the_lan_names_its_ports_and_a_domain_or_machine(tmp_path):
+    infra, _ = ok(tmp_path, doc(network_policies=[
+        {"from": "lan", "to": "perso-box", "ports": [443]}]))
+    (p,) = infra.policies
+    assert (p.source.kind, p.target.kind, p.ports) == ("lan", "machine", (443,))
+
+
+@pytest.mark.parametrize("policy, path", [
+    ({"from": "lan", "to": "pro"}, "network_policies[0].ports"),  # all ports
+    ({"from": "lan", "to": "host", "ports": [22]}, "network_policies[0].to"),
+    ({"from": "lan", "to": "pro", "ports": [22], "bidirectional": True},
+     "network_policies[0].bidirectional"),
+    ({"from": "pro", "to": "lan", "ports": [22]}, "network_policies[0].to"),
+])
+def test_lan_is_only_a_from_with_named_ports(tmp_path, policy, path):
+    assert where(errors(tmp_path, doc(network_policies=[policy]))) == [path]
+
+
+@pytest.mark.parametrize("name", ["host", "lan"])
+def test_policy_keywords_are_reserved_names(tmp_path, name):
+    data = doc()
+    data["domains"][name] = {}
+    (p,) = errors(tmp_path, data)
+    assert p.where == f"domains.{name}" and "is reserved" in p.what
+
+
 def test_unknown_policy_reference_suggests(tmp_path):
     (p,) = errors(tmp_path, doc(network_policies=[{"from": "pro-dv", "to": "pro"}]))
     assert p.hint == 'did you mean "pro-dev"?'
