@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from anklume import __version__, atomic, exitcodes, log, paths, pool_status
-from anklume.agent import containment, last_result, lock, nft_live, retry, sdnotify
+from anklume.agent import (
+    containment,
+    incus_service,
+    last_result,
+    lock,
+    nft_live,
+    retry,
+    sdnotify,
+)
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
 from anklume.agent.nft_rules import FAMILY, TABLE
@@ -75,10 +83,15 @@ class Run:
 
 
 def wait_for_incus(incus: Incus, timeout: float, *, sleep: Callable[[float], None] = time.sleep,
-                   clock: Callable[[], float] = time.monotonic) -> Any:
-    """Poll /1.0 until Incus answers; IncusUnreachable with the last error after `timeout`.
-    An error answer counts as "not yet" too: a starting daemon refuses requests for a while."""
+                   clock: Callable[[], float] = time.monotonic,
+                   down: Callable[[], str | None] | None = None) -> Any:
+    """Poll /1.0 until Incus answers; IncusUnreachable with the last error after `timeout`,
+    or at once when systemd says Incus will not start. An error answer counts as "not yet"
+    too: a starting daemon refuses requests for a while."""
     def retried(e: BaseException, delay: float) -> None:
+        why = (down or incus_service.down_reason)()
+        if why is not None:
+            raise IncusUnreachable(why) from e
         log.event(_log, "Incus not answering yet", logging.DEBUG, error=str(e), retry_in=delay)
 
     try:

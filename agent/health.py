@@ -1,7 +1,8 @@
 """The boot health gate (`anklume agent health`): did the OS do its job on this boot?
 
 It passes only when all three hold:
-- Incus answers `GET /1.0` (retried until INCUS_TIMEOUT: a busy machine is not a broken one);
+- Incus answers `GET /1.0` (retried until INCUS_TIMEOUT: a busy machine is not a broken one;
+  but not when systemd says Incus will not start, e.g. its isolation table did not load);
 - the `inet anklume` table is loaded (`nft list table inet anklume` succeeds) - or this boot's
   result explains why there is none: the configuration declares no enabled domain
   (firewall "none"), or it was not applied (invalid, or refused by preflight: "not applied")
@@ -18,10 +19,11 @@ never fails the gate: a user's mistake must not roll the OS back to the other sl
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anklume.agent import last_result, nft_live
+from anklume.agent import incus_service, last_result, nft_live
 from anklume.agent.last_result import LastResult
 from anklume.errors import AnklumeError
 
@@ -90,7 +92,12 @@ def judge(f: Facts) -> list[Check]:
     return checks
 
 
-def _incus_error(timeout: float, incus: Any = None) -> str | None:
+class _Down(Exception):
+    """Incus will not come up: waiting longer is pointless (agent/incus_service.py)."""
+
+
+def _incus_error(timeout: float, incus: Any = None,
+                 down: Callable[[], str | None] | None = None) -> str | None:
     # In a thread: a wedged daemon must not hang the gate (the socket has no timeout of its own).
     # Not boot.wait_for_incus: importing the boot run costs the gate seconds under emulation.
     from anklume.agent import retry
@@ -98,11 +105,18 @@ def _incus_error(timeout: float, incus: Any = None) -> str | None:
 
     out: list[str | None] = [f"no answer within {timeout:g} s"]
 
+    def still_coming(e: BaseException, delay: float) -> None:
+        why = (down or incus_service.down_reason)()
+        if why is not None:
+            raise _Down(why) from e
+
     def ask() -> None:
         try:  # a new client per try: a missing socket (Incus restarting) is retried too
             retry.retry(lambda: (incus or Incus()).get("/1.0"), deadline_s=timeout,
-                        retry_on=(*retry.transient(), IncusError))
+                        retry_on=(*retry.transient(), IncusError), on_retry=still_coming)
             out[0] = None
+        except _Down as e:
+            out[0] = str(e)
         except (AnklumeError, OSError) as e:
             out[0] = f"no answer within {timeout:g} s: {e}"
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from anklume import paths
-from anklume.agent import boot, health, last_result, lock, nft_live, retry, sdnotify
+from anklume.agent import boot, health, incus_service, last_result, lock, nft_live, retry, sdnotify
 from anklume.agent.apply import Outcome, Result
 from anklume.agent.incus_api import IncusError, IncusUnavailable
 from anklume.agent.last_result import Counts, LastResult
@@ -620,6 +620,43 @@ def test_health_waits_for_a_slow_incus_and_fails_a_dead_one():
     assert [p for _, p, _ in incus.requests] == ["/1.0"] * 3
     dead = health._incus_error(0.2, FlakyIncus(failures=99))
     assert dead is not None and dead.startswith("no answer within 0.2 s: Incus socket")
+
+
+def test_waits_for_incus_end_at_once_when_systemd_says_it_will_not_start():
+    """Failure injection: Incus's units down (its isolation table did not load). The gate
+    and the agent say why at once instead of waiting out their 60 and 120 s."""
+    why = "Incus will not start: incus.socket inactive, incus.service inactive (...)"
+    t0 = time.monotonic()
+    assert health._incus_error(60.0, FlakyIncus(failures=99), down=lambda: why) == why
+    assert time.monotonic() - t0 < 5
+    c = Clock()
+    with pytest.raises(boot.IncusUnreachable, match="Incus will not start") as e:
+        boot.wait_for_incus(FlakyIncus(failures=99), 120, sleep=c.sleep, clock=c,
+                            down=lambda: why)
+    assert e.value.exit_code == 75 and c.slept == []
+    # A healthy Incus never makes them ask.
+    assert health._incus_error(5.0, FlakyIncus(0), down=lambda: 1 / 0) is None
+
+
+@pytest.mark.parametrize("show, down", [
+    ("LoadState=loaded\nActiveState=inactive\n\nLoadState=loaded\nActiveState=failed\n", True),
+    ("LoadState=loaded\nActiveState=inactive\n\nLoadState=loaded\nActiveState=activating\n",
+     False),
+    ("LoadState=loaded\nActiveState=active\n\nLoadState=loaded\nActiveState=inactive\n",
+     False),  # socket-activated: the daemon starts on the first request
+    ("LoadState=not-found\nActiveState=inactive\n\nLoadState=not-found\n"
+     "ActiveState=inactive\n", False),  # Incus not run by systemd (a development host)
+    ("", False),
+])
+def test_incus_is_down_only_when_systemd_runs_it_and_both_units_are_down(monkeypatch, show,
+                                                                          down):
+    monkeypatch.setattr(incus_service, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, show, ""))
+    reason = incus_service.down_reason()
+    assert (reason is not None) == down, reason
+    if down:
+        assert reason.startswith("Incus will not start: incus.socket inactive, "
+                                 "incus.service failed"), reason
 
 
 def test_health_does_not_hang_on_a_wedged_incus():
