@@ -31,7 +31,6 @@ _FIXTURE_GROUPS = [
     ("stick", {"stick", "main_boot", "second_boot", "toram_boot", "small_ram_boot"}),
     ("pool-luks", {"luks_boots"}),
     ("pool-zfs", {"zfs_boots"}),
-    ("console-setup", {"console_setup"}),
     ("update-mismatch", {"v2_build"}),
 ]
 _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
@@ -41,8 +40,7 @@ _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
 # _rank). Then the stick's chain of four boots (~13 min), the pools (9 and 7), the mismatched
 # update (its own machine, off the update run's worker: it reuses V2's build, made under the
 # build lock), the other boots.
-_ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "console-setup",
-          "update-mismatch"]
+_ORDER = ["update", _INCUS_GROUP, "stick", "pool-luks", "pool-zfs", "update-mismatch"]
 
 
 def _group(item: pytest.Item) -> str | None:

@@ -1,13 +1,15 @@
-"""The first-boot wizard on the booted appliance (issue #8), unattended from an answers file.
+"""The first-boot wizard on the booted appliance (issue #8), answered by a person on the console
+or unattended from an answers file.
 
 Each backend is one machine booted several times from the same disks:
-1. First boot, with a TPM 2.0 (swtpm): the answers (a systemd credential, as a hypervisor
-   would hand them in) create an encrypted pool on the blank data disk and enrol the TPM,
-   Incus's state moves onto it, the agent deploys a small infra.yml (also a credential) onto
-   the pool, and a file is written inside a container.
+1. First boot, with a TPM 2.0 (swtpm), an encrypted pool made on the blank data disk with the
+   TPM enrolled, Incus's state moved onto it, the agent deploying a small infra.yml (a
+   credential) onto the pool, and a file written inside a container. ZFS: no answers, so the
+   setup is offered on the consoles and a person answers it on the serial console. LUKS2 +
+   btrfs: the answers come as a systemd credential, as a hypervisor would hand them in.
 2. Second boot, without the TPM: the pool is found by its stable id, the passphrase is typed on
    the serial console (for ZFS a wrong one first), and the container and its file are back
-   while the agent applies no change. Root's console login needs the password the answers set.
+   while the agent applies no change. Root's console login keeps the password set at setup.
 3. ZFS: the pool imported from a freshly flashed stick. LUKS: three wrong passphrases then
    "continue" (degraded, healthy), and a boot with the TPM back that unlocks without asking.
 """
@@ -121,9 +123,10 @@ def _hash(password: str) -> str:
     return r.stdout.strip()
 
 
-def _answers(backend: str, root_hash: str, action: str = "create", tpm2: str = "no") -> str:
+def _answers(backend: str, root_hash: str, action: str = "create", tpm2: str = "no",
+             passphrase: str = PASSPHRASE) -> str:
     return (f"version: 1\naction: {action}\nbackend: {backend}\ndisk: {DATA_DISK_SERIAL}\n"
-            f'passphrase: "{PASSPHRASE}"\npassphrase_confirm: "{PASSPHRASE}"\ntpm2: "{tpm2}"\n'
+            f'passphrase: "{passphrase}"\npassphrase_confirm: "{passphrase}"\ntpm2: "{tpm2}"\n'
             f'admin:\n  root_password_hash: "{root_hash}"\n')
 
 
@@ -175,24 +178,84 @@ def _result(boot: Boot) -> dict:
     return json.loads(text)
 
 
+# --- the setup offered on the console (no answers) ---------------------------------------------
+
+TYPED_PASSPHRASE = "Vivid otter climbs 7 quiet hills"
+
+# Root's password from the shadow entry's own salt: the wizard hashes with a random salt.
+ROOT_LOGIN = r"""
+h=$(getent shadow root | cut -d: -f2)
+salt=$(printf '%s' "$h" | cut -d'$' -f3)
+again=$(printf '%s' '@PW@' | openssl passwd -6 -salt "$salt" -stdin)
+say "root_password_ok=$([ "$again" = "$h" ] && echo yes || echo no)"
+say "wizard_units=$(systemctl show -P ActiveState anklume-wizard@ttyS0.service \
+    anklume-wizard@tty1.service | grep . | paste -sd, -)"
+say "offer_outcome=$(cat /run/anklume/wizard-finished 2>/dev/null)"
+say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
+""".replace("@PW@", ROOT_PASSWORD)
+
+
+def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness.VM], None]:
+    """Type on the serial console: each text once its prompt appeared after the previous one."""
+    def console(vm: harness.VM) -> None:
+        pos = 0
+        for prompt, text in steps:
+            # find() + 1: 0 when absent, so a prompt at the very start still counts as found
+            at = wait_on_serial(vm, lambda t, p=prompt, s=pos: t.find(p, s) + 1, repr(prompt),
+                                timeout)
+            pos = at - 1 + len(prompt)
+            time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
+            vm.type_serial(text)
+    return console
+
+
+def setup_on_console(secret: str) -> Callable[[harness.VM], None]:
+    """A person taking the setup offered on the serial console: ZFS on the blank data disk,
+    `secret` as its passphrase, the TPM enrolled, a root password for the console login."""
+    return dialogue(
+        ("Press Enter to set it up now", "\n"),
+        ("Disk: ", "1\n"),  # the data disk is the only one that can hold the pool
+        ("Backend: [1]", "\n"),  # ZFS
+        ("Passphrase for the data pool:", secret + "\n"),
+        ("The same passphrase again:", secret + "\n"),
+        ("Unlock automatically with this machine's TPM2?", "\n"),  # yes, the default
+        ("SSH public key for root", "\n"),
+        ("Set a root password (console login)?", "\n"),
+        ("Root password:", ROOT_PASSWORD + "\n"),
+        ("Root password again:", ROOT_PASSWORD + "\n"),
+        ("Go ahead? [y/N]", "y\n"),
+    )
+
+
 def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool = False,
-           degraded: bool = False, tpm_back: bool = False) -> tuple[Boot, ...]:
-    """The first boot has a TPM 2.0 and the answers enrol it; the next ones run without it (the
-    pool moved to a machine without that TPM: the passphrase is asked). `tpm_back`: a last
-    boot with the same TPM again, which unlocks the pool without asking."""
+           degraded: bool = False, tpm_back: bool = False, on_console: bool = False
+           ) -> tuple[Boot, ...]:
+    """The first boot has a TPM 2.0 and the setup enrols it; the next ones run without it (the
+    pool moved to a machine without that TPM: the passphrase is asked). `on_console`: the
+    setup is answered by a person on the serial console, else by an answers credential.
+    `tpm_back`: a last boot with the same TPM again, which unlocks the pool without asking."""
     image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
     data = work / f"{backend}-data.qcow2"
     tpm = work / "tpm"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
                    check=True, timeout=60)
-    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD), tpm2="yes"),
+    secret = TYPED_PASSPHRASE if on_console else PASSPHRASE
+    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD), tpm2="yes",
+                                                   passphrase=secret),
              "anklume.infra": INFRA}
-    first = boot_and_check(f"pool-{backend}-create", image, data_disk=data, credentials=creds,
-                           tpm_state=tpm,
-                           script=guest.check_script(POOL_FACTS + TPM_FACTS + WRITE_MARKER,
-                                                     core=False))
-    typed = ("not the passphrase at all", PASSPHRASE) if wrong_first else (PASSPHRASE,)
-    # The same credentials again: once the wizard is done they must change nothing.
+    if on_console:
+        first = boot_and_check(f"pool-{backend}-create", image, data_disk=data, wizard=True,
+                               credentials={"anklume.infra": INFRA}, tpm_state=tpm,
+                               console=setup_on_console(secret),
+                               script=guest.check_script(POOL_FACTS + TPM_FACTS + ROOT_LOGIN
+                                                         + WRITE_MARKER, core=False))
+    else:
+        first = boot_and_check(f"pool-{backend}-create", image, data_disk=data,
+                               credentials=creds, tpm_state=tpm,
+                               script=guest.check_script(POOL_FACTS + TPM_FACTS + WRITE_MARKER,
+                                                         core=False))
+    typed = ("not the passphrase at all", secret) if wrong_first else (secret,)
+    # The answers (again): once the wizard is done they must change nothing.
     second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
                             script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
@@ -220,8 +283,8 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
         # disk, answers that import the pool. Everything must come back without a change by
         # the agent.
         fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
-        creds = {**creds, "anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD),
-                                                                action="import")}
+        creds = {**creds, "anklume.firstboot.answers": _answers(
+            backend, _hash(ROOT_PASSWORD), action="import", passphrase=secret)}
         # Incus's first start on the adopted state may hang until the wizard restarts it
         # (firstboot/incus_state.py): a longer wait for the login prompt than the other boots.
         boots.append(boot_and_check(
@@ -235,7 +298,7 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
 @pytest.fixture(scope="module")
 def zfs_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
     return _boots("zfs", artifacts, tmp_path_factory.mktemp("pool-zfs"), wrong_first=True,
-                  reflash=True)
+                  reflash=True, on_console=True)
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +307,11 @@ def luks_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boo
                   wrong_first=False, degraded=True, tpm_back=True)
 
 
-def _check_created(boot: Boot, backend: str) -> None:
+def _check_created(boot: Boot, backend: str, unattended: bool) -> None:
     r = boot.report
-    assert r["unit.anklume-firstboot.service"] == "active", _logs(boot)
+    # The unattended unit runs on answers; without them it skips and the console offer runs.
+    assert r["unit.anklume-firstboot.service"] == ("active" if unattended else "inactive"), \
+        _logs(boot)
     assert r["system_state"] == "running", f"{r['failed_units']}{_logs(boot)}"
     record = json.loads(_b64(r, "record_b64") or "{}")
     assert record.get("done") is True and record.get("backend") == backend, record
@@ -256,8 +321,11 @@ def _check_created(boot: Boot, backend: str) -> None:
     assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
     assert "work-dev,RUNNING" in r["instances"], r["instances"]
     assert r["marker_write_rc"] == "0", r["marker_write_rc"]
-    # Root's console login now needs the password from the answers (it had none before).
-    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+    # Root's console login now needs the password set at setup (it had none before).
+    if unattended:
+        assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+    else:
+        assert r["root_password_ok"] == "yes"
 
 
 def _check_unlocked(first: Boot, second: Boot) -> None:
@@ -271,7 +339,7 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     assert res["trigger"] == "boot" and res["outcome"] == "success", res
     assert res["counts"]["changes"] == 0, (res, _logs(second))
     assert r["unit.boot-complete.target"] == "active", _logs(second)
-    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+    assert r["root_shadow"] == first.report["root_shadow"], r["root_shadow"]
     # The console: the prompt, and a login prompt only after the pool was unlocked.
     serial = second.serial
     assert "Data pool unlocked." in serial, serial[-3000:]
@@ -281,10 +349,21 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     assert "Live mode" not in serial, serial[-3000:]
 
 
-def test_zfs_pool_created_unattended_holds_incus(zfs_boots: tuple[Boot, ...]) -> None:
+def test_zfs_pool_set_up_on_the_console_holds_incus(zfs_boots: tuple[Boot, ...]) -> None:
+    """A fresh machine without answers: the setup is offered on tty1 and the serial console; a
+    person answers on the serial console (ZFS, the TPM enrolled), and the agent waits for the
+    choice, then deploys onto the pool, never into RAM first."""
     first = zfs_boots[0]
-    _check_created(first, "zfs")
+    _check_created(first, "zfs", unattended=False)
     r = first.report
+    serial = first.serial
+    assert r["offer_claim"] == "ttyS0" and r["offer_outcome"] == "done", (
+        r["offer_claim"], r["offer_outcome"], serial[-3000:])
+    assert r["wizard_units"] == "active,active", r["wizard_units"]
+    # Typed secrets are never shown.
+    assert TYPED_PASSPHRASE not in serial and ROOT_PASSWORD not in serial, "a secret was echoed"
+    assert "Data pool: zfs pool anklume" in serial[serial.index("The data pool is ready"):], \
+        serial[-3000:]
     props = dict(p.split("=", 1) for p in r["zfs_props"].split() if "=" in p)
     assert props == {"encryption": "aes-256-gcm", "keystatus": "available",
                      "keyformat": "passphrase"}, r["zfs_props"]
@@ -295,9 +374,9 @@ def test_zfs_pool_created_unattended_holds_incus(zfs_boots: tuple[Boot, ...]) ->
     assert r["hostid"] == ZFS_HOSTID, r["hostid"]
     # TPM2: the passphrase sealed to this machine's TPM decrypts to the passphrase itself.
     assert r["tpm"] == "2", r["tpm"]
-    assert r["zfs_cred_sha"] == hashlib.sha256(PASSPHRASE.encode()).hexdigest(), _logs(first)
+    assert r["zfs_cred_sha"] == hashlib.sha256(TYPED_PASSPHRASE.encode()).hexdigest(), \
+        _logs(first)
     # Before the wizard's record, the console showed its progress, not a login prompt.
-    serial = first.serial
     assert "The data pool is ready" in serial, serial[-3000:]
     assert serial.index("The data pool is ready") < serial.rindex("login:"), serial[-3000:]
 
@@ -309,7 +388,8 @@ def test_zfs_pool_unlocks_after_a_wrong_passphrase_and_everything_is_back(
     _check_unlocked(first, second)
     assert "wrong passphrase (try 2 of 3)" in second.serial, _logs(second)
     unlock_log = _b64(second.report, "unlock_log_b64")
-    assert PASSPHRASE not in unlock_log and PASSPHRASE not in second.serial, "passphrase echoed"
+    assert TYPED_PASSPHRASE not in unlock_log and TYPED_PASSPHRASE not in second.serial, \
+        "passphrase echoed"
     # Not even its length: the prompt shows no masking characters.
     prompts = [line for line in second.serial.splitlines() if PROMPT in line]
     assert prompts and not any("\u2022" in p or "*" in p.split(PROMPT, 1)[1] for p in prompts), \
@@ -318,7 +398,7 @@ def test_zfs_pool_unlocks_after_a_wrong_passphrase_and_everything_is_back(
 
 def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, ...]) -> None:
     first = luks_boots[0]
-    _check_created(first, "luks-btrfs")
+    _check_created(first, "luks-btrfs", unattended=True)
     r = first.report
     assert "type: LUKS2" in r["luks"], r["luks"]
     assert r["incus_mount"].endswith(" btrfs"), r["incus_mount"]
@@ -385,90 +465,3 @@ def test_three_wrong_passphrases_then_continue_is_a_degraded_but_healthy_boot(
     assert "work-dev" not in r["instances"], r["instances"]
     assert "DEGRADED: the data pool is not unlocked" in serial, serial[-3000:]
     assert serial.index("DEGRADED: the data pool") < serial.rindex("login:")
-
-
-# --- the setup offered on the console (no answers) ---------------------------------------------
-
-TYPED_PASSPHRASE = "Vivid otter climbs 7 quiet hills"
-
-# Root's password from the shadow entry's own salt: the wizard hashes with a random salt.
-ROOT_LOGIN = r"""
-h=$(getent shadow root | cut -d: -f2)
-salt=$(printf '%s' "$h" | cut -d'$' -f3)
-again=$(printf '%s' '@PW@' | openssl passwd -6 -salt "$salt" -stdin)
-say "root_password_ok=$([ "$again" = "$h" ] && echo yes || echo no)"
-say "wizard_units=$(systemctl show -P ActiveState anklume-wizard@ttyS0.service \
-    anklume-wizard@tty1.service | grep . | paste -sd, -)"
-say "offer_outcome=$(cat /run/anklume/wizard-finished 2>/dev/null)"
-say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
-""".replace("@PW@", ROOT_PASSWORD)
-
-
-def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness.VM], None]:
-    """Type on the serial console: each text once its prompt appeared after the previous one."""
-    def console(vm: harness.VM) -> None:
-        pos = 0
-        for prompt, text in steps:
-            # find() + 1: 0 when absent, so a prompt at the very start still counts as found
-            at = wait_on_serial(vm, lambda t, p=prompt, s=pos: t.find(p, s) + 1, repr(prompt),
-                                timeout)
-            pos = at - 1 + len(prompt)
-            time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
-            vm.type_serial(text)
-    return console
-
-
-@pytest.fixture(scope="module")
-def console_setup(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Boot:
-    """A fresh machine without answers: the setup is offered on tty1 and the serial console;
-    a person answers on the serial console (ZFS on the blank data disk)."""
-    work = tmp_path_factory.mktemp("pool-console")
-    image = disk.overlay(artifacts.raw, work / "console.qcow2")
-    data = work / "console-data.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
-                   check=True, timeout=60)
-    typed = dialogue(
-        ("Press Enter to set it up now", "\n"),
-        ("Disk: ", "1\n"),  # the data disk is the only one that can hold the pool
-        ("Backend: [1]", "\n"),  # ZFS
-        ("Passphrase for the data pool:", TYPED_PASSPHRASE + "\n"),
-        ("The same passphrase again:", TYPED_PASSPHRASE + "\n"),
-        ("SSH public key for root", "\n"),
-        ("Set a root password (console login)?", "\n"),
-        ("Root password:", ROOT_PASSWORD + "\n"),
-        ("Root password again:", ROOT_PASSWORD + "\n"),
-        ("Go ahead? [y/N]", "y\n"),
-    )
-    return boot_and_check("pool-console-setup", image, data_disk=data, wizard=True,
-                          credentials={"anklume.infra": INFRA}, console=typed,
-                          script=guest.check_script(POOL_FACTS + ROOT_LOGIN + WRITE_MARKER,
-                                                    core=False),
-                          power_off=False)  # its only boot; the ZFS boots prove the shutdown
-
-
-def test_the_setup_offered_on_the_console_makes_the_pool_before_the_agent_deploys(
-    console_setup: Boot,
-) -> None:
-    boot = console_setup
-    r = boot.report
-    serial = boot.serial
-    assert r["offer_claim"] == "ttyS0" and r["offer_outcome"] == "done", (
-        r["offer_claim"], r["offer_outcome"], serial[-3000:])
-    assert r["wizard_units"] == "active,active", r["wizard_units"]
-    assert r["unit.anklume-firstboot.service"] == "inactive", "no answers: the unit must skip"
-    record = json.loads(_b64(r, "record_b64") or "{}")
-    assert record.get("done") is True and record.get("backend") == "zfs", (record, _logs(boot))
-    assert record.get("disk_by_id", "").endswith(DATA_DISK_SERIAL), record
-    assert r["incus_mount"] == "anklume/incus zfs", r["incus_mount"]
-    assert r["storage_driver"] == "zfs", r["storage_driver"]
-    # The agent waited for the choice and deployed onto the pool, never into RAM first.
-    res = _result(boot)
-    assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
-    assert "work-dev,RUNNING" in r["instances"], r["instances"]
-    assert r["marker_write_rc"] == "0"
-    assert r["root_password_ok"] == "yes"
-    # Typed secrets are never shown; the login prompt comes only after the setup.
-    assert TYPED_PASSPHRASE not in serial and ROOT_PASSWORD not in serial, "a secret was echoed"
-    assert serial.index("The data pool is ready") < serial.rindex("login:"), serial[-3000:]
-    assert "Data pool: zfs pool anklume" in serial[serial.index("The data pool is ready"):], \
-        serial[-3000:]
