@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anklume import log, paths
-from anklume.agent import nftables
+from anklume.agent import images, nftables
 from anklume.agent.firewall import Firewall
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.plan import Action, Op, Plan
@@ -219,6 +219,15 @@ class Executor:
     def _delete_network(self, a: Action) -> None:
         with self._bridge_delete:
             self.incus.request("DELETE", f"/1.0/networks/{a.name}")
+
+    # Shipped images (agent/images.py).
+    def _create_image(self, a: Action) -> None:
+        assert a.desired is not None
+        images.import_image(self.incus, a.desired)
+
+    def _update_image(self, a: Action) -> None:
+        assert a.desired is not None
+        images.set_alias(self.incus, a.desired)
 
     # The firewall: the whole table is written, in one transaction.
     def _update_firewall(self, a: Action) -> None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anklume import __version__, atomic, exitcodes, log, paths, pool_status
 from anklume.agent import (
@@ -35,9 +35,14 @@ from anklume.agent import (
 )
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.last_result import Counts, LastResult
+from anklume.agent.model import Infra
 from anklume.agent.nft_rules import FAMILY, TABLE
 from anklume.agent.resources import Kind
 from anklume.errors import AnklumeError
+
+if TYPE_CHECKING:  # imported when a reconcile runs: the gate's import of this module stays light
+    from anklume.agent.apply import Outcome
+    from anklume.agent.reconcile import Report
 
 _log = log.get("boot")
 
@@ -171,16 +176,17 @@ def save_firewall(path: Path | None = None) -> str:
     return "applied" if live is not None else "none"
 
 
-def _firewall_ok(report: Any) -> bool:
+def _firewall_ok(report: Report) -> bool:
     """True unless this run's firewall action failed or was skipped."""
+    assert report.result is not None
     return not any(o.action.kind is Kind.FIREWALL and not o.ok for o in report.result.outcomes)
 
 
-def _note(o: Any) -> str:
+def _note(o: Outcome) -> str:
     return f"{o.action.op.value} {o.action.label}: {o.error or o.skipped}"
 
 
-def record_report(run: Run, report: Any) -> int:
+def record_report(run: Run, report: Report) -> int:
     """Outcome, counts and errors of a finished reconcile; returns the exit status. A
     reconcile that refused to apply anything (preflight problems: the configuration does not
     fit this system) is "partial" too: the user's to fix, like a failing resource."""
@@ -208,7 +214,7 @@ def _restore_saved_firewall() -> None:
         log.event(_log, "Saved firewall not restored", logging.ERROR, file=str(f), error=str(e))
 
 
-def _reconcile_step(run: Run, infra: Any, incus: Incus, retry_timeout: float,
+def _reconcile_step(run: Run, infra: Infra, incus: Incus, retry_timeout: float,
                     sleep: Callable[[float], None]) -> int:
     from anklume.agent.reconcile import reconcile
 
@@ -219,11 +225,11 @@ def _reconcile_step(run: Run, infra: Any, incus: Incus, retry_timeout: float,
                   retry_in=delay)
         sdnotify.status(f"retrying in {delay:g} s: {e}")
 
-    def attempt() -> Any:
-        planned = reconcile(infra, prune=prune, dry_run=True, incus=incus)
-        sdnotify.status(f"applying {len(planned.plan)} changes")
-        # reconcile itself imports the shipped images the machines need (agent/images.py).
-        return reconcile(infra, prune=prune, incus=incus)
+    def attempt() -> Report:
+        # One plan, applied as planned (shipped image imports included); the status line
+        # says its size before the work starts.
+        return reconcile(infra, prune=prune, incus=incus, on_plan=lambda p: sdnotify.status(
+            f"applying {len(p)} changes"))
 
     try:
         report = retry.retry(attempt, deadline_s=retry_timeout, on_retry=retried, sleep=sleep)

@@ -2,8 +2,10 @@
 
 The build packs a small Debian trixie image into `/usr/share/anklume/images/<name>/` with an
 `image.json` naming the infra.yml images it stands in for (`images:debian/13`, ...) and its
-Incus fingerprint (image/container.py). Before creating instances, the agent imports it when
-Incus does not have it yet, and machines whose image it serves are created from it.
+Incus fingerprint (image/container.py). Planning (`with_shipped`, pure) makes the machines
+whose image it serves use its fingerprint, and adds the image itself to the desired state: the
+plan then shows `+ image ...` when Incus lacks it, and the executor imports it (`import_image`)
+before the instances that need it, which are skipped if the import fails.
 
 A served name always resolves to the shipped image, network or not: it lies on the
 verity-checked /usr, so it is as trusted as the OS itself and the same on every boot, whereas a
@@ -16,15 +18,15 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anklume import log, paths
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.model import frozen_map
-from anklume.agent.resources import Kind, State
-from anklume.errors import AnklumeError, CommandError
+from anklume.agent.resources import Key, Kind, Resource, State
+from anklume.errors import AnklumeError
 from anklume.run import run
 
 _log = log.get("images")
@@ -73,17 +75,25 @@ def resolve(names: Iterable[str], shipped: Iterable[Shipped]) -> dict[str, Shipp
     return {n: by_name[n] for n in names if n in by_name}
 
 
-def substitute(state: State, image_map: Mapping[str, str]) -> State:
-    """The same desired state with served image names replaced by the local fingerprint."""
-    if not image_map:
+def with_shipped(state: State, shipped: Iterable[Shipped]) -> State:
+    """The desired state with each served image name replaced by the shipped image's
+    fingerprint, and one IMAGE resource per shipped image some instance needs (pure)."""
+    need = resolve(wanted(state), shipped)
+    if not need:
         return state
+    res: dict[Key, Resource] = {
+        k: replace(r, image=need[r.image].fingerprint)
+        if r.kind is Kind.INSTANCE and r.image in need else r
+        for k, r in state.resources.items()}
+    for s in {s.fingerprint: s for s in need.values()}.values():
+        img = Resource(kind=Kind.IMAGE, name=s.fingerprint, description=s.name,
+                       config=frozen_map({"alias": s.alias}), image=str(s.tarball))
+        res[img.key] = img
     # replace() keeps every other field of the state (owner, firewall, ...) as it is.
-    return replace(state, resources=frozen_map({
-        k: replace(r, image=image_map.get(r.image, r.image)) if r.kind is Kind.INSTANCE else r
-        for k, r in state.resources.items()}))
+    return replace(state, resources=frozen_map(res))
 
 
-def _present(incus: Incus, fingerprint: str) -> bool:
+def present(incus: Incus, fingerprint: str) -> bool:
     try:
         incus.get(f"/1.0/images/{fingerprint}")
         return True
@@ -91,44 +101,36 @@ def _present(incus: Incus, fingerprint: str) -> bool:
         return False
 
 
-def _import(s: Shipped) -> None:
+def _import(tarball: str) -> None:
     # The incus client streams the tarball to the daemon; the API wrapper only sends JSON.
     env = {**os.environ, "HOME": os.environ.get("HOME") or "/root"}
-    run(["incus", "image", "import", str(s.tarball)], timeout=IMPORT_TIMEOUT, env=env)
+    run(["incus", "image", "import", tarball], timeout=IMPORT_TIMEOUT, env=env)
 
 
-def _alias(incus: Incus, s: Shipped) -> None:
+def import_image(incus: Incus, r: Resource) -> None:
+    """The executor's `+ image`: import the shipped tarball, check that Incus now lists the
+    fingerprint image.json promised, then point the alias at it."""
+    log.event(_log, "Importing shipped image", image=r.description, file=r.image)
     try:
-        have = incus.get(f"/1.0/images/aliases/{s.alias}")
+        _import(r.image)
+    except subprocess.TimeoutExpired as e:
+        raise AnklumeError(f"importing {r.image} took more than {IMPORT_TIMEOUT} s") from e
+    if not present(incus, r.name):
+        raise AnklumeError(f"Incus does not list {r.name} after importing {r.image} (the file "
+                           "does not match image.json)")
+    set_alias(incus, r)
+
+
+def set_alias(incus: Incus, r: Resource) -> None:
+    """Point the shipped image's alias at it; an older OS's image loses the alias."""
+    alias = r.config["alias"]
+    try:
+        have = incus.get(f"/1.0/images/aliases/{alias}")
     except IncusError:
         have = None
-    if have and have.get("target") == s.fingerprint:
+    if have and have.get("target") == r.name:
         return
-    if have:  # an older OS's image: the alias follows the image this OS ships
-        incus.request("DELETE", f"/1.0/images/aliases/{s.alias}")
+    if have:
+        incus.request("DELETE", f"/1.0/images/aliases/{alias}")
     incus.request("POST", "/1.0/images/aliases", body={
-        "name": s.alias, "target": s.fingerprint,
-        "description": f"shipped with the OS ({s.name})"})
-
-
-def ensure_available(state: State, incus: Incus, shipped: list[Shipped] | None = None
-                     ) -> dict[str, str]:
-    """Import the shipped images the desired instances need; returns name -> fingerprint for
-    every name now served locally. A failed import is logged and its names left unmapped."""
-    need = resolve(wanted(state), catalog() if shipped is None else shipped)
-    done: dict[str, str] = {}
-    for s in {s.fingerprint: s for s in need.values()}.values():
-        try:
-            if not _present(incus, s.fingerprint):
-                log.event(_log, "Importing shipped image", image=s.name, file=str(s.tarball))
-                _import(s)
-                if not _present(incus, s.fingerprint):
-                    raise AnklumeError(f"Incus does not list {s.fingerprint} after importing "
-                                       f"{s.tarball} (the file does not match image.json)")
-            _alias(incus, s)
-        except (AnklumeError, CommandError, OSError, subprocess.TimeoutExpired) as e:
-            log.event(_log, "Shipped image not imported", logging.ERROR, image=s.name,
-                      error=str(e))
-            continue
-        done.update({n: s.fingerprint for n, v in need.items() if v.fingerprint == s.fingerprint})
-    return done
+        "name": alias, "target": r.name, "description": f"shipped with the OS ({r.description})"})

@@ -33,7 +33,8 @@ def vm_unsupported(server: Mapping[str, Any], host: Mapping[str, Any] | None = N
 
 def parse(raw: Mapping[str, Any]) -> State:
     """Observed state from recorded API answers: {"server": GET /1.0, "projects": [...],
-    "networks": [...], "profiles": [...], "instances": [...]} (each a recursion=1 list).
+    "networks": [...], "profiles": [...], "instances": [...], "images": [...]} (each a
+    recursion=1 list).
     Pure, so the planner's fixtures are the daemon's own JSON."""
     out: list[Resource] = []
     for p in raw.get("projects", []):
@@ -58,11 +59,16 @@ def parse(raw: Mapping[str, Any]) -> State:
             devices=_devices(i.get("devices")), profiles=tuple(i.get("profiles") or ()),
             instance_type=i.get("type", ""), status=i.get("status", ""),
             architecture=i.get("architecture", "")))
+    for img in raw.get("images", []):
+        # Which aliases point at it: the planner moves the shipped image's alias onto it.
+        names = sorted(a["name"] for a in img.get("aliases") or () if a.get("name"))
+        out.append(Resource(kind=Kind.IMAGE, name=img["fingerprint"],
+                            config=frozen_map({"aliases": ",".join(names)})))
     return State.of(out, vm_unsupported=vm_unsupported(raw.get("server", {}), raw.get("host")))
 
 
 def read_raw(incus: Incus) -> dict[str, Any]:
-    """The API answers `parse` needs: five requests whatever the number of instances."""
+    """The API answers `parse` needs: six requests whatever the number of instances."""
     every = {"recursion": "1", "all-projects": "true"}
     return {
         "server": incus.get("/1.0"),
@@ -73,6 +79,8 @@ def read_raw(incus: Incus) -> dict[str, Any]:
         "networks": incus.get("/1.0/networks", params={"recursion": "1"}),
         "profiles": incus.get("/1.0/profiles", params=every),
         "instances": incus.get("/1.0/instances", params=every),
+        # Images live in the default project: domain projects keep features.images off.
+        "images": incus.get("/1.0/images", params={"recursion": "1"}),
     }
 
 

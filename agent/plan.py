@@ -80,7 +80,7 @@ class Action:
             # Higher boot priority first, like Incus's own boot order: 4.0 (100) .. 4.1 (0).
             return 4 + (100 - boot_priority(self.desired)) / 1000
         return {Kind.PROJECT: 1, Kind.NETWORK: 1, Kind.PROFILE: 2, Kind.FIREWALL: 2,
-                Kind.INSTANCE: 3}[self.kind]
+                Kind.IMAGE: 2, Kind.INSTANCE: 3}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,26 @@ def _firewall(desired: State, observed: State) -> Action | None:
                   firewall=want)
 
 
+def _images(desired: State, observed: State, in_sync: dict[Kind, int]) -> list[Action]:
+    """Shipped images (agent/images.py) Incus lacks are imported; one it has gets the alias
+    back if the alias points elsewhere (an older OS's image). Images are never deleted."""
+    out: list[Action] = []
+    for want in sorted(desired.of_kind(Kind.IMAGE), key=lambda r: r.key):
+        have = observed.get(want.key)
+        alias = want.config.get("alias", "")
+        if have is None:
+            out.append(Action(Op.CREATE, Kind.IMAGE, want.name, desired=want,
+                              reason=f"shipped with the OS: {want.image}",
+                              changes=(Change("alias", None, alias),
+                                       Change("from", None, want.image))))
+        elif alias and alias not in have.config.get("aliases", "").split(","):
+            out.append(Action(Op.UPDATE, Kind.IMAGE, want.name, desired=want, observed=have,
+                              changes=(Change("alias", None, alias),)))
+        else:
+            in_sync[Kind.IMAGE] += 1
+    return out
+
+
 def plan(desired: State, observed: State, *, prune: bool = False, force: bool = False,
          recreate: bool = False) -> Plan:
     """The actions that make `observed` match `desired`.
@@ -234,7 +254,8 @@ def plan(desired: State, observed: State, *, prune: bool = False, force: bool = 
     conflicts: list[Note] = []
     kept: list[Note] = []  # declared resources left as they are on purpose
     blocked: set[Key] = set()  # declared resources we cannot make right, and their dependents
-    in_sync: dict[Kind, int] = dict.fromkeys(_KIND_ORDER, 0)
+    in_sync: dict[Kind, int] = dict.fromkeys((*_KIND_ORDER, Kind.IMAGE), 0)
+    actions += _images(desired, observed, in_sync)
 
     for kind in _KIND_ORDER:
         for want in sorted(desired.of_kind(kind), key=lambda r: r.key):
@@ -245,6 +266,8 @@ def plan(desired: State, observed: State, *, prune: bool = False, force: bool = 
                 conflicts.append(Note(want.key, f"skipped: needs {label(bad[0])}"))
                 continue
             deps = tuple(_deps(want))
+            if kind is Kind.INSTANCE and desired.get((Kind.IMAGE, "", want.image)):
+                deps += ((Kind.IMAGE, "", want.image),)  # a shipped image, imported first
             if have is None:
                 if kind is Kind.INSTANCE and want.instance_type == "virtual-machine" and \
                         observed.vm_unsupported:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from anklume import log
@@ -50,14 +51,15 @@ def settle(incus: Incus) -> None:
 
 def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run: bool = False,
               default_image: str | None = None, incus: Incus | None = None,
-              firewall: bool = True, recreate: bool = False) -> Report:
+              firewall: bool = True, recreate: bool = False,
+              on_plan: Callable[[Plan], None] | None = None) -> Report:
+    """`on_plan` sees the plan before it is applied (the boot unit's status line)."""
     t0 = time.monotonic()
     incus = incus or Incus()
     settle(incus)
-    want = desired(infra, default_image=default_image)
-    if not dry_run:
-        # Shipped images stand in for the names they serve (offline first deploy).
-        want = images.substitute(want, images.ensure_available(want, incus))
+    # Shipped images stand in for the names they serve (offline first deploy); importing one
+    # is an action of the plan.
+    want = images.with_shipped(desired(infra, default_image=default_image), images.catalog())
     have = observe(incus)
     if firewall:
         nftables.warn_mode(infra)
@@ -73,6 +75,8 @@ def reconcile(infra: Infra, *, prune: bool = False, force: bool = False, dry_run
         log.event(_log, "Cannot reconcile", logging.ERROR, resource=c.label, reason=c.reason)
     for k in p.kept:
         log.event(_log, "Left as is", logging.WARNING, resource=k.label, reason=k.reason)
+    if on_plan is not None:
+        on_plan(p)
     result = None if dry_run or problems else apply(p, incus)
     dt = time.monotonic() - t0
     changes = len(p) if result is None else len(result.done)

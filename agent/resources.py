@@ -26,6 +26,9 @@ class Kind(StrEnum):
     NETWORK = "network"
     PROFILE = "profile"
     INSTANCE = "instance"
+    # An image the OS ships (agent/images.py), named by its fingerprint: imported when Incus
+    # lacks it, never deleted (Incus images carry no owner marker).
+    IMAGE = "image"
     FIREWALL = "firewall"  # our nftables table (State.firewall); not an Incus object
 
 
@@ -43,7 +46,9 @@ class Resource:
     # Instances only.
     profiles: tuple[str, ...] = ()
     instance_type: str = ""  # "container" | "virtual-machine"
-    image: str = ""  # desired: the image to create from (alias, fingerprint, remote:alias)
+    # Desired instances: the image to create from (alias, fingerprint, remote:alias); desired
+    # images: the tarball to import.
+    image: str = ""
     status: str = ""  # observed: "Running", "Stopped", ...
     architecture: str = ""  # observed: Incus wants it back on a full PUT
     used_by: tuple[str, ...] = ()  # observed: API URLs of users (profiles, instances)

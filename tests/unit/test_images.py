@@ -8,10 +8,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from anklume.agent import images
+from anklume.agent import images, incus_state
+from anklume.agent.apply import apply
 from anklume.agent.desired import desired
-from anklume.agent.resources import Kind
+from anklume.agent.model import frozen_map
+from anklume.agent.plan import Op, Plan, plan
+from anklume.agent.plan_text import format_plan
+from anklume.agent.resources import Kind, Resource, State
 from anklume.agent.validate import load
+from anklume.errors import CommandError
 from anklume.image import container
 
 
@@ -42,20 +47,73 @@ def test_catalog_reads_descriptions_and_skips_broken_ones(tmp_path):
     assert images.catalog(tmp_path / "missing") == []
 
 
-def test_resolve_and_substitute_only_touch_served_names(tmp_path):
+def test_with_shipped_serves_the_names_and_wants_the_image_imported_first(tmp_path):
     _catalog(tmp_path, "debian-13", ["images:debian/13", "debian/13"], fp="cd" * 32)
     shipped = images.catalog(tmp_path)
     got = images.resolve({"images:debian/13", "anklume/busybox"}, shipped)
     assert list(got) == ["images:debian/13"]
 
     state = desired(load(None), default_image=None)
-    swapped = images.substitute(state, {"images:debian/13": "cd" * 32})
+    swapped = images.with_shipped(state, shipped)
     for r in swapped.of_kind(Kind.INSTANCE):
         assert r.image == "cd" * 32, r
+    (img,) = swapped.of_kind(Kind.IMAGE)
+    assert (img.name, img.description, dict(img.config), img.image) == (
+        "cd" * 32, "debian-13", {"alias": "anklume/debian-13"},
+        str(tmp_path / "debian-13" / "image.tar.zst"))
     # Everything else is the same resource, and the input state is unchanged.
-    assert len(swapped.resources) == len(state.resources)
+    assert len(swapped.resources) == len(state.resources) + 1
     assert all(r.image == "images:debian/13" for r in state.of_kind(Kind.INSTANCE))
-    assert images.substitute(state, {}) is state
+    assert images.with_shipped(state, []) is state
+
+    # The plan imports it before the instances, which depend on it; an image Incus has (its
+    # alias on it) is in sync, and one whose alias points elsewhere gets it back.
+    p = plan(swapped, State())
+    imp = next(a for a in p if a.kind is Kind.IMAGE)
+    assert imp.op is Op.CREATE and imp.level < min(a.level for a in p
+                                                   if a.kind is Kind.INSTANCE)
+    creates = [a for a in p if a.kind is Kind.INSTANCE and a.op is Op.CREATE]
+    assert creates and all(imp.key in a.depends_on for a in creates)
+    assert "+ image " + "cd" * 32 in format_plan(p)
+    have = State.of([Resource(Kind.IMAGE, "cd" * 32,
+                              config=frozen_map({"aliases": "anklume/debian-13"}))])
+    assert not [a for a in plan(swapped, have) if a.kind is Kind.IMAGE]
+    moved = State.of([Resource(Kind.IMAGE, "cd" * 32, config=frozen_map({"aliases": ""}))])
+    (upd,) = [a for a in plan(swapped, moved) if a.kind is Kind.IMAGE]
+    assert upd.op is Op.UPDATE and upd.changes[0].new == "anklume/debian-13"
+
+
+def test_observed_images_carry_the_aliases_pointing_at_them():
+    state = incus_state.parse({"images": [
+        {"fingerprint": "ef" * 32, "aliases": [{"name": "b"}, {"name": "a"}]},
+        {"fingerprint": "01" * 32, "aliases": None}]})
+    assert state.get((Kind.IMAGE, "", "ef" * 32)).config["aliases"] == "a,b"
+    assert state.get((Kind.IMAGE, "", "01" * 32)).config["aliases"] == ""
+
+
+def test_a_failed_import_skips_the_instances_that_need_it(tmp_path, monkeypatch):
+    """Failure injection: the import fails; nothing is created from another source instead,
+    and the apply says which image failed."""
+    _catalog(tmp_path, "debian-13", ["images:debian/13"], fp="cd" * 32)
+    want = images.with_shipped(desired(load(None), default_image=None),
+                               images.catalog(tmp_path))
+    only = [a for a in plan(want, State()) if a.kind in (Kind.IMAGE, Kind.INSTANCE)]
+
+    def fail(tarball: str) -> None:
+        raise CommandError(["incus", "image", "import", tarball], 1, "Error: bad tarball")
+    monkeypatch.setattr(images, "_import", fail)
+
+    class NoIncus:
+        def get(self, *a, **k):
+            raise AssertionError("not reached")
+        request = get
+    result = apply(Plan(actions=tuple(only)), NoIncus(), nft_write=lambda fw: None)
+    (failed,) = result.failed
+    assert failed.action.kind is Kind.IMAGE and "bad tarball" in failed.error
+    assert result.skipped and all(o.action.kind is Kind.INSTANCE for o in result.skipped)
+    creates = [o for o in result.skipped if o.action.op is Op.CREATE]
+    assert creates and all(o.skipped == f"image {'cd' * 32} failed" for o in creates)
+    assert not result.done
 
 
 def test_container_metadata_is_what_incus_expects():
