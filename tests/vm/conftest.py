@@ -436,8 +436,8 @@ def main_boot(stick: Stick) -> Boot:
     agent deploys the embedded default infra; at the end the check writes a broken infra.yml
     onto the persistent partition (the path unit applies it at once)."""
     return boot_and_check("main-boot", stick.path, ssh=True, vars_template=harness.OVMF_VARS,
-                          script=guest.check_script(guest.AGENT_FACTS + guest.ZFS_FACTS
-                                                    + guest.EDIT_INFRA))
+                          script=guest.check_script(guest.AGENT_FACTS + guest.PLAN_FACTS
+                                                    + guest.ZFS_FACTS + guest.EDIT_INFRA))
 
 
 @pytest.fixture(scope="session")

@@ -285,6 +285,12 @@ def smbios_credentials(script: str | None = None) -> list[str]:
 
 # The agent at boot: its units, what it deployed, and isolation by real traffic between the
 # deployed containers (ping from one instance to another's static IP, inside the guest).
+# After the first deploy of the embedded default: what `anklume plan` says now (#19: the
+# shipped image it imported is part of the plan, now in sync).
+PLAN_FACTS = r"""
+say "plan_b64=$(anklume plan 2>&1 | base64 -w0)"
+"""
+
 AGENT_FACTS = r"""
 for u in anklume-firewall.service anklume-agent.service anklume-health.service \
         boot-complete.target anklume-agent.path; do

@@ -90,6 +90,15 @@ def test_first_boot_last_result_is_success(main_boot: Boot) -> None:
     assert "success" in status, status
 
 
+def test_the_shipped_image_import_is_planned_and_then_in_sync(main_boot: Boot) -> None:
+    """#19: the first deploy imported the shipped image as an action of its one plan; after
+    it, `anklume plan` finds nothing to do, the image included."""
+    r = main_boot.report
+    assert "Importing shipped image" in _b64(r, "agent_log_b64"), _logs(main_boot)
+    plan = _b64(r, "plan_b64")
+    assert plan.startswith("No changes: ") and " 1 image already match" in plan, plan
+
+
 def test_isolation_holds_between_deployed_domains(main_boot: Boot) -> None:
     """Real traffic between the containers inside the guest: same domain and own gateway
     reachable, other domains not."""
