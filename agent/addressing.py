@@ -143,13 +143,13 @@ def assign_ips(domain: str, subnet: ipaddress.IPv4Network, machines: Sequence[Ma
     for m in machines:
         if m.ip is not None:
             continue
-        host = next(free, None)
-        if host is None:
+        spare = next(free, None)
+        if spare is None:
             if not exhausted:
                 report.error(_path(domain, "machines"),
                              f'no static address left in domain "{domain}" (.1-.99 all used)',
                              "split the machines over more domains")
             exhausted = True
             continue
-        out[m.name] = subnet.network_address + host
+        out[m.name] = subnet.network_address + spare
     return out

@@ -24,7 +24,7 @@ from anklume.agent import images, nftables
 from anklume.agent.firewall import Firewall
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.plan import Action, Op, Plan
-from anklume.agent.resources import PROTECT_KEY, Resource, label
+from anklume.agent.resources import PROTECT_KEY, Key, Resource, label
 from anklume.errors import AnklumeError
 
 _log = log.get("apply")
@@ -106,6 +106,18 @@ def _host_dirs(r: Resource) -> None:
             os.makedirs(paths.SERVICE_SOCKETS, mode=0o700, exist_ok=True)
 
 
+def _desired(a: Action) -> Resource:
+    # What a create, update or start writes: the planner always sets it.
+    assert a.desired is not None, a.label
+    return a.desired
+
+
+def _observed(a: Action) -> Resource:
+    # What an update or a deletion finds in place: the planner sets it where it is read.
+    assert a.observed is not None, a.label
+    return a.observed
+
+
 def _devices(r: Resource) -> dict[str, dict[str, str]]:
     return {k: dict(v) for k, v in r.devices.items()}
 
@@ -137,30 +149,31 @@ class Executor:
 
     # Projects and networks.
     def _create_project(self, a: Action) -> None:
-        r = a.desired
+        r = _desired(a)
         self.incus.request("POST", "/1.0/projects", body={
             "name": r.name, "description": r.description, "config": dict(r.config)})
 
     def _update_project(self, a: Action) -> None:
         # Only our keys are compared; the features Incus filled in stay as they are.
-        config = {**a.observed.config, **a.desired.config}
+        r = _desired(a)
+        config = {**_observed(a).config, **r.config}
         self.incus.request("PUT", f"/1.0/projects/{a.name}", body={
-            "description": a.desired.description, "config": config})
+            "description": r.description, "config": config})
 
     def _create_network(self, a: Action) -> None:
-        r = a.desired
+        r = _desired(a)
         self.incus.request("POST", "/1.0/networks", body={
             "name": r.name, "type": "bridge", "description": r.description,
             "config": dict(r.config)})
 
     def _update_network(self, a: Action) -> None:
+        r = _desired(a)
         self.incus.request("PUT", f"/1.0/networks/{a.name}", body={
-            "description": a.desired.description,
-            "config": _keep_incus_keys(a.observed, dict(a.desired.config))})
+            "description": r.description, "config": _keep_incus_keys(a.observed, dict(r.config))})
 
     # Profiles.
     def _create_profile(self, a: Action) -> None:
-        r = a.desired
+        r = _desired(a)
         if r.name == "default":
             # Incus made it together with the project: fill it in.
             self._update_profile(a)
@@ -170,13 +183,13 @@ class Executor:
             "devices": _devices(r)})
 
     def _update_profile(self, a: Action) -> None:
-        r = a.desired
+        r = _desired(a)
         self.incus.request("PUT", f"/1.0/profiles/{r.name}", project=r.project, body={
             "description": r.description, "config": dict(r.config), "devices": _devices(r)})
 
     # Instances.
     def _create_instance(self, a: Action) -> None:
-        r = a.desired
+        r = _desired(a)
         _host_dirs(r)
         self.incus.request("POST", "/1.0/instances", project=r.project, body={
             "name": r.name, "type": r.instance_type, "description": r.description,
@@ -184,7 +197,7 @@ class Executor:
             "source": image_source(r.image)})
 
     def _update_instance(self, a: Action) -> None:
-        r, have = a.desired, a.observed
+        r, have = _desired(a), _observed(a)
         _host_dirs(r)
         self.incus.request("PUT", f"/1.0/instances/{r.name}", project=r.project, body={
             "architecture": have.architecture, "description": r.description,
@@ -195,14 +208,14 @@ class Executor:
 
     def _start_instance(self, a: Action) -> None:
         try:
-            _state(self.incus, a.desired, "start")
+            _state(self.incus, _desired(a), "start")
         except IncusError as e:
             # Already running (started by someone else, or by an earlier interrupted run).
             if "already running" not in str(e).lower():
                 raise
 
     def _delete_instance(self, a: Action) -> None:
-        r = a.observed
+        r = _observed(a)
         if r.protected:  # the planner only deletes these with --force
             self.incus.request("PATCH", f"/1.0/instances/{r.name}", project=r.project,
                                body={"config": {PROTECT_KEY: "false"}})
@@ -241,7 +254,7 @@ def apply(plan: Plan, incus: Incus | None = None, *, workers: int = WORKERS,
     ex = Executor(incus or Incus(), nft_write)
     t0 = time.monotonic()
     outcomes: list[Outcome] = []
-    bad: dict[tuple, str] = {}  # key of a failed/skipped action -> why
+    bad: dict[Key, str] = {}  # key of a failed/skipped action -> why
 
     def one(a: Action) -> Outcome:
         t = time.monotonic()

@@ -99,11 +99,11 @@ def wait_for_incus(incus: Incus, timeout: float, *, sleep: Callable[[float], Non
             raise IncusUnreachable(why) from e
         log.event(_log, "Incus not answering yet", logging.DEBUG, error=str(e), retry_in=delay)
 
+    kinds: tuple[type[BaseException], ...] = (*retry.transient(), IncusError)
     try:
-        return retry.retry(lambda: incus.get("/1.0"), deadline_s=timeout,
-                           retry_on=(*retry.transient(), IncusError), on_retry=retried,
-                           sleep=sleep, clock=clock)
-    except (*retry.transient(), IncusError) as e:
+        return retry.retry(lambda: incus.get("/1.0"), deadline_s=timeout, retry_on=kinds,
+                           on_retry=retried, sleep=sleep, clock=clock)
+    except kinds as e:
         raise IncusUnreachable(f"Incus did not answer within {timeout:g} s: {e}") from e
 
 

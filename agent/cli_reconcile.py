@@ -80,9 +80,9 @@ def _apply_lock(no_wait: bool) -> AbstractContextManager[None]:
     import shlex
     import sys
 
-    from anklume.agent.lock import apply_lock
+    from anklume.agent.lock import Holder, apply_lock
 
-    def waiting(holder) -> None:
+    def waiting(holder: Holder) -> None:
         typer.echo(f"waiting for {holder.describe()}", err=True)
 
     return apply_lock(shlex.join(["anklume", *sys.argv[1:]]), wait=not no_wait,

@@ -163,7 +163,7 @@ _QUOTED = ("iifname", "oifname", "iif", "oif")
 def _left(e: Any) -> str:
     if isinstance(e, Mapping):
         if "meta" in e:
-            return e["meta"]["key"]
+            return str(e["meta"]["key"])
         if "payload" in e:
             return f'{e["payload"]["protocol"]} {e["payload"]["field"]}'
         if "ct" in e:

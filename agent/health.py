@@ -60,18 +60,20 @@ class Facts:
 
 def judge(f: Facts) -> list[Check]:
     """The gate's rule (pure)."""
-    this_boot = f.last is not None and f.boot_id is not None and f.last.boot_id == f.boot_id
+    # The last result if this boot wrote it (None: there is none, or an earlier boot's).
+    current = f.last if f.last is not None and f.boot_id is not None \
+        and f.last.boot_id == f.boot_id else None
     checks = [Check("incus", f.incus_error is None,
                     "answers /1.0" if f.incus_error is None else f.incus_error)]
 
     if f.table == "loaded":
         checks.append(Check("firewall", True, "table inet anklume is loaded"))
-    elif f.table == "absent" and this_boot and f.last.firewall == "none":
+    elif f.table == "absent" and current is not None and current.firewall == "none":
         checks.append(Check("firewall", True, "no table: the configuration has no enabled "
                                               "domain"))
-    elif f.table == "absent" and this_boot and f.last.firewall == "not applied":
+    elif f.table == "absent" and current is not None and current.firewall == "not applied":
         checks.append(Check("firewall", True, f"no table: the configuration was not applied "
-                                              f"(outcome {f.last.outcome}) and no earlier "
+                                              f"(outcome {current.outcome}) and no earlier "
                                               "firewall was saved"))
     elif f.table == "absent":
         checks.append(Check("firewall", False, "table inet anklume is not loaded"))
@@ -80,7 +82,7 @@ def judge(f: Facts) -> list[Check]:
 
     if f.last is None:
         checks.append(Check("last result", False, f.last_reason))
-    elif not this_boot:
+    elif current is None:
         checks.append(Check("last result", False, f"from another boot ({f.last.time}, boot "
                                                   f"{f.last.boot_id}): the agent has not run "
                                                   "on this boot"))

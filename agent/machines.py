@@ -54,7 +54,7 @@ def read(r: Report, settings: GlobalSettings, domain: str, domain_path: KeyPath,
         return None
     m = MachineSpec(name, domain, path, v)
     try:
-        m.type = InstanceType(v["type"])
+        m.type = InstanceType(str(v["type"]))  # schema.read made it a string
     except ValueError:
         r.error((*path, "type"), f'unknown type "{v["type"]}"', "lxc or vm")
     if v.get("os_image") is not None:
@@ -149,10 +149,10 @@ def check_devices(r: Report, m: MachineSpec, domain_path: KeyPath,
             continue
         devices[dev] = (mount, path)
     by_mount: dict[str, str] = {}
-    for dev, (mount, path) in devices.items():
-        if mount is None:
+    for dev, (where, path) in devices.items():
+        if where is None:
             continue
-        mount = posixpath.normpath(mount)
+        mount = posixpath.normpath(where)
         other = by_mount.get(mount)
         if other is not None:
             r.error(path, f'mount path {mount} of machine "{m.name}" is used by both '
@@ -189,7 +189,7 @@ def check_containment(r: Report, m: MachineSpec, domain_path: KeyPath,
 
 
 def has_gpu(m: MachineSpec, profiles: Mapping[str, Profile]) -> bool:
-    devices = [*m.devices.values()]
+    devices: list[Mapping[str, str]] = [*m.devices.values()]
     for p in m.profiles:
         if p in profiles:
             devices += profiles[p].devices.values()

@@ -13,13 +13,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from hashlib import sha256
 from types import MappingProxyType
+from typing import TypeVar
 
 from anklume import paths
 
 IFNAME_MAX = 15  # Linux interface names (IFNAMSIZ - 1)
 
 
-def frozen_map(d: Mapping | None = None) -> Mapping:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def frozen_map(d: Mapping[K, V] | None = None) -> Mapping[K, V]:
     return MappingProxyType(dict(d or {}))
 
 

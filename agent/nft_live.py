@@ -24,7 +24,7 @@ _TIMEOUT = 30.0
 
 
 def _nft(args: Sequence[str], *, input: str | None = None,
-         check: bool = True) -> subprocess.CompletedProcess:
+         check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
         return run([*NFT_ARGV, *args], input=input, check=check, timeout=_TIMEOUT)
     except FileNotFoundError as e:

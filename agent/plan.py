@@ -6,7 +6,7 @@ against recorded Incus answers without a daemon.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -70,7 +70,7 @@ class Action:
         return label(self.key)
 
     @property
-    def level(self) -> int:
+    def level(self) -> float:
         """Dependency level: every action of a level may run concurrently; levels run in
         order. Instance deletions go first (they free names and addresses), then containers of
         things before things, and the other deletions last, innermost first."""
@@ -108,7 +108,7 @@ class Plan:
         return len(self.actions)
 
     def levels(self) -> list[list[Action]]:
-        by: dict[int, list[Action]] = {}
+        by: dict[float, list[Action]] = {}
         for a in self.actions:
             by.setdefault(a.level, []).append(a)
         return [by[k] for k in sorted(by)]
@@ -145,12 +145,14 @@ def _diff_map(prefix: str, old: Mapping[str, str], new: Mapping[str, str],
 
 def _diff_devices(old: Mapping[str, Mapping[str, str]],
                   new: Mapping[str, Mapping[str, str]]) -> list[Change]:
+    def fmt(d: Mapping[str, str]) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(d.items()))
+
     out: list[Change] = []
     for dev in sorted(set(old) | set(new)):
         o, n = old.get(dev), new.get(dev)
         if o is None or n is None:
             # A whole device appears or goes: one line, readable.
-            fmt = lambda d: ",".join(f"{k}={v}" for k, v in sorted(d.items()))  # noqa: E731
             out.append(Change(f"devices.{dev}", fmt(o) if o else None, fmt(n) if n else None))
         else:
             out += _diff_map(f"devices.{dev}.", o, n)
@@ -368,13 +370,14 @@ def _orphans(desired: State, observed: State, *, prune: bool,
     actions: list[Action] = []
     kept: list[Note] = []
 
-    def still_uses(user: Resource, test: Callable[[Resource], bool]) -> bool:
+    def still_uses(user: Resource, name: str,
+                   names_of: Callable[[Resource], Collection[str]]) -> bool:
         if user.key in deleted:
             return False
         if user.kind is Kind.PROFILE and (Kind.PROJECT, "", user.project) in deleted:
             return False  # a project's default profile goes with the project
         w = desired.get(user.key)
-        return test(w if w is not None else user)
+        return name in names_of(w if w is not None else user)
 
     def decide(r: Resource, blockers: list[Resource], depends: tuple[Key, ...] = ()) -> None:
         if not prune:
@@ -402,7 +405,7 @@ def _orphans(desired: State, observed: State, *, prune: bool,
         decide(r, [])
     for r in orphans(Kind.PROFILE):
         users = [i for i in instances if i.project == r.project
-                 and still_uses(i, lambda x, n=r.name: n in x.profiles)]
+                 and still_uses(i, r.name, lambda x: x.profiles)]
         decide(r, users, tuple(i.key for i in instances if i.key in deleted
                                and i.project == r.project))
     for r in orphans(Kind.PROJECT):
@@ -412,6 +415,6 @@ def _orphans(desired: State, observed: State, *, prune: bool,
                tuple(x.key for x in inside if x.key in deleted))
     for r in orphans(Kind.NETWORK):
         users = [x for x in instances + profiles
-                 if still_uses(x, lambda y, n=r.name: n in _networks_of(y))]
+                 if still_uses(x, r.name, _networks_of)]
         decide(r, users, tuple(k for k in deleted if k[0] is Kind.PROJECT))
     return actions, kept

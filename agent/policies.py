@@ -106,9 +106,9 @@ def resolve(r: Report, names: Names, raw: list[object]) -> list[NetworkPolicy]:
         proto = values.choice(r, p["protocol"], ("tcp", "udp"), (*path, "protocol"))
         if src is None or dst is None or allowed is False:
             continue
+        assert not isinstance(allowed, bool)
         if src.kind == "lan" and not _from_lan_ok(r, p, dst, allowed, path):
             continue
-        assert not isinstance(allowed, bool)
         off = [e.domain for e in (src, dst) if e.domain and not names.enabled.get(e.domain)]
         if off:
             r.warn(path, f'names disabled domain "{off[0]}": ignored until it is enabled')

@@ -71,7 +71,8 @@ def _host_dirs(want: State) -> Iterator[tuple[str, str, str]]:
 
 def resolved(path: str) -> str:
     """`path` with the symlinks of its existing part resolved and the missing rest kept."""
-    head, tail = posixpath.normpath(path), []
+    head = posixpath.normpath(path)
+    tail: list[str] = []
     while not os.path.lexists(head) and head != "/":
         head, last = posixpath.split(head)
         tail.insert(0, last)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from anklume.errors import TemporaryError
@@ -26,7 +26,7 @@ def transient() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
-def delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY):
+def delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> Iterator[float]:
     """0.5, 1, 2, 4, 8, 8, ... seconds."""
     d = first
     while True:

@@ -39,7 +39,7 @@ class Provider:
     domain: str
     path: KeyPath
     type: InstanceType
-    raw: Mapping[str, object]  # its `services:` mapping as written
+    raw: Mapping[object, object]  # its `services:` mapping as written
 
 
 def _port(r: Report, value: object, path: KeyPath) -> int | None:

@@ -145,10 +145,14 @@ class _Validator:
         nets = top["network_policies"]
         assert isinstance(nets, list)
         flows = policies.resolve(self.r, self._names(), nets)
-        grants = services.resolve(self.r, self._names(), [
-            services.Provider(m.name, m.domain, m.path, m.type, m.v["services"])
-            for m in self.machines.values() if m.v.get("services")],
-            {m.name: (m.domain, m.type) for m in self.machines.values()})
+        providers = []
+        for m in self.machines.values():
+            offered = m.v.get("services")
+            if offered:
+                assert isinstance(offered, Mapping)  # schema.read made it one
+                providers.append(services.Provider(m.name, m.domain, m.path, m.type, offered))
+        grants = services.resolve(self.r, self._names(), providers,
+                                  {m.name: (m.domain, m.type) for m in self.machines.values()})
         if self.r.errors:
             return None
         return replace(self._build(str(name), flows, version), services=grants)
@@ -199,7 +203,8 @@ class _Validator:
         pd_base = values.abs_path(r, g["persistent_data_base"], (*path, "persistent_data_base"))
         for key in ("shared_volumes_base", "persistent_data_base"):
             # Every host path handed to a machine lives under these: the whole host is not one.
-            if isinstance(g[key], str) and posixpath.normpath(g[key]) == "/":
+            base = g[key]
+            if isinstance(base, str) and posixpath.normpath(base) == "/":
                 r.error((*path, key), "must not be / (machines would get the host's whole "
                         "file system)", "a directory of its own, e.g. /srv/anklume/data")
         self.settings = GlobalSettings(
@@ -225,7 +230,7 @@ class _Validator:
                 continue
             d = _DomainSpec(name, path, v)
             self.domains[name] = d
-            trust = v["trust_level"]
+            trust = str(v["trust_level"])  # schema.read made it a string
             try:
                 d.trust = TrustLevel(trust)
             except ValueError:

@@ -132,7 +132,7 @@ def parse(text: str, filename: str) -> Answers:
     if doc.get("version") != VERSION:
         add("version", f"must be {VERSION} (got {doc.get('version')!r})")
 
-    def text_of(key: str, default: str | None = None, source: Mapping = doc,
+    def text_of(key: str, default: str | None = None, source: Mapping[object, object] = doc,
                 prefix: str = "") -> str | None:
         v = source.get(key, default)
         if v is None or isinstance(v, str):

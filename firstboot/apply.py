@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from anklume import atomic, exitcodes, log, paths
 from anklume.errors import AnklumeError, PermanentError
@@ -43,14 +44,16 @@ def _record(action: Record, captured: Mapping[str, str], root: Path) -> None:
     values["tpm2"] = values.get("tpm2") == "yes"
     values["gpu_models"] = tuple(m for m in str(values.get("gpu_models", "")).split(",") if m)
     known = {f.name for f in fields(choices.Choices)}
-    c = choices.Choices(**{k: v or None if k in ("zpool_guid", "luks_uuid", "btrfs_uuid") else v
-                           for k, v in values.items() if k in known}, done=True)
+    # Choices' fields by name: their types differ, which one dict value type cannot say.
+    kw: dict[str, Any] = {k: v or None if k in ("zpool_guid", "luks_uuid", "btrfs_uuid") else v
+                          for k, v in values.items() if k in known}
+    c = choices.Choices(**kw, done=True)
     choices.save(c, root / paths.firstboot_record().relative_to("/"))
 
 
 def apply(plan: Plan, secrets: Mapping[str, str], *, runner: Runner = run_command,
           root: Path = Path("/"), echo: Callable[[str], None] = print,
-          show: Callable[[str], None] = console.show_once) -> None:
+          show: Callable[[str], object] = console.show_once) -> None:
     """`root` prefixes every file written (tests); commands always run as given. `echo` may be
     logged (the unattended unit's stdout is the journal); `show` must not be."""
     captured: dict[str, str] = {}

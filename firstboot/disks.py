@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from anklume import lsblk
 
@@ -53,7 +54,7 @@ class Disk:
         return None
 
 
-def from_lsblk(doc: Mapping) -> list[Disk]:
+def from_lsblk(doc: Mapping[str, Any]) -> list[Disk]:
     """Every whole disk in `lsblk --json --bytes --output` lsblk.DISK_COLUMNS (tree form)."""
     disks = []
     for top in doc.get("blockdevices") or ():

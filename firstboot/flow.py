@@ -13,18 +13,20 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anklume import paths
-
-# The exit statuses of `anklume firstboot run` (anklume/exitcodes.py); FAILED is the one the
-# console wizard returns on a failed step (cli.py).
-from anklume.exitcodes import FAILED, NO_ANSWERS  # noqa: F401
-from anklume.exitcodes import NOTHING as DECLINED
-from anklume.exitcodes import OK as DONE
+from anklume import exitcodes, paths
 from anklume.firstboot import answers, apply, choices, diskref, incus_state
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.wizard import HashPassword, hash_password, run_wizard
 from anklume.run import run as run_command
+
+# The exit statuses of `anklume firstboot run` (anklume/exitcodes.py); FAILED is the one the
+# console wizard returns on a failed step (cli.py). Assigned rather than imported: offer.py and
+# cli.py import them from here, and strict mypy re-exports no imported name.
+DONE = exitcodes.OK
+DECLINED = exitcodes.NOTHING
+FAILED = exitcodes.FAILED
+NO_ANSWERS = exitcodes.NO_ANSWERS
 
 
 def context() -> plan_mod.Context:
@@ -57,6 +59,7 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
     path = answers_file or answers.find(os.environ.get("CREDENTIALS_DIRECTORY"),
                                         volume_mounts() if not tty else ())
     c = ctx()
+    p: plan_mod.Plan | None
     if path is not None:
         p = plan_mod.make(answers.load(path), c)  # AnswersError/PlanError: exit 2, untouched
         con.say(p.text())

@@ -25,7 +25,9 @@ def preseed(backend: str, pool: str) -> str:
     else:
         pool_def = {"name": STORAGE_POOL, "driver": "btrfs",
                     "config": {"source": f"{paths.pool_mount()}/{pool_luks.SUBVOL_STORAGE}"}}
-    return yaml.safe_dump({"storage_pools": [pool_def]}, sort_keys=False)
+    # PyYAML has no types: what safe_dump returns without a stream is said here.
+    text: str = yaml.safe_dump({"storage_pools": [pool_def]}, sort_keys=False)
+    return text
 
 
 def stop() -> tuple[Command, ...]:

@@ -14,7 +14,7 @@ from anklume.errors import PermanentError
 from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs
 from anklume.firstboot.answers import Answers
 from anklume.firstboot.disks import MIN_POOL_BYTES, Disk
-from anklume.firstboot.steps import Command, Record, Step, WriteFile
+from anklume.firstboot.steps import Action, Command, Record, Step, WriteFile
 
 GiB = 1024**3
 _SIGNATURES = {"gpt": "a GPT partition table", "dos": "an MBR partition table",
@@ -197,7 +197,7 @@ def _luks(a: Answers, t: diskref.Target, ids: NewIds, tpm: bool) -> list[Step]:
 
 
 def _admin(a: Answers) -> Step:
-    actions: list = []
+    actions: list[Action] = []
     details = []
     if a.admin.root_password_hash:
         actions.append(Command(admin.CHPASSWD, stdin="root_hash_line"))

@@ -76,7 +76,7 @@ def list_importable() -> Command:
 def dataset_exists(name: str) -> bool:
     """pyzfs (libzfs_core) where the image has it, else the zfs CLI through the choke point."""
     try:
-        from libzfs_core import lzc_exists  # type: ignore[import-not-found]
+        from libzfs_core import lzc_exists
     except ImportError:
         from anklume.run import run
         return run(["zfs", "list", "-H", "-o", "name", name], check=False).returncode == 0

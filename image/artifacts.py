@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anklume import uki as ukifile
 from anklume.errors import PermanentError
@@ -86,7 +87,7 @@ def find(
             f"no image {stem} in {build_dir} (missing {', '.join(missing)})",
             hint="build it with `scripts/build` (or `anklume build`)",
         )
-    info: dict = {}
+    info: dict[str, Any] = {}
     info_path = build_dir / BUILD_INFO
     if info_path.is_file():
         info = json.loads(info_path.read_text())

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def clean_outputs(directory: Path, stem_prefix: str = artifacts.IMAGE_ID) -> lis
     Split partition files carry their partition UUID in the name, so outputs of older builds
     would pile up next to the new ones and make "the" usr partition ambiguous.
     """
-    removed = []
+    removed: list[Path] = []
     if not directory.is_dir():
         return removed
     for p in directory.iterdir():
@@ -280,7 +281,7 @@ def _move(src: Path, dst: Path) -> None:
         os.replace(src, dst)
     except OSError:
         # Another file system: copy keeping holes (the raw image is mostly empty space).
-        run(["cp", "--sparse=always", "--reflink=auto", src, dst], capture=False)
+        run(["cp", "--sparse=always", "--reflink=auto", str(src), str(dst)], capture=False)
         src.unlink()
 
 
@@ -288,7 +289,7 @@ def build(
     repo: Path | None = None,
     build_dir: Path | None = None,
     key_dir: Path | None = None,
-    echo=print,
+    echo: Callable[[str], object] = print,
     version: str | None = None,
 ) -> artifacts.Artifacts:
     if os.geteuid() != 0:

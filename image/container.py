@@ -178,7 +178,7 @@ def _pack(rootfs: Path, kept: Path, digest: str) -> None:
     partial.rename(kept)  # complete or absent: an interrupted pack is never reused
 
 
-def describe(tarball: Path, digest: str) -> dict:
+def describe(tarball: Path, digest: str) -> dict[str, object]:
     h = hashlib.sha256()
     with tarball.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 from anklume import exitcodes, lsblk
 from anklume.errors import TemporaryError
@@ -34,7 +35,16 @@ class NoStickArrived(TemporaryError):
     exit_code = exitcodes.TEMPFAIL  # as the agent's --no-wait: try again later
 
 
-def read_tree() -> Mapping:
+# What this module uses of pyudev's objects (pyudev has no type information).
+class _Attributes(Protocol):
+    def asstring(self, attribute: str) -> str: ...
+
+
+class UdevMonitor(Protocol):
+    def poll(self, timeout: float | None = None) -> object: ...
+
+
+def read_tree() -> Mapping[str, Any]:
     """This machine's block devices, as lsblk prints them (`{"blockdevices": [...]}`)."""
     out = run(["lsblk", "--json", "--bytes", "--tree", "--output", COLUMNS]).stdout
     return {"blockdevices": lsblk.parse(out)}
@@ -128,14 +138,14 @@ def udev_identity(name: str) -> tuple[str | None, str | None]:
     return model, serial
 
 
-def _attr(attrs: object, key: str) -> str | None:
+def _attr(attrs: _Attributes, key: str) -> str | None:
     try:
-        return attrs.asstring(key).strip() or None  # type: ignore[attr-defined]
+        return attrs.asstring(key).strip() or None
     except (KeyError, UnicodeDecodeError):
         return None
 
 
-def boot_reasons(doc: Mapping, mountinfo: str, sys_root: Path = Path("/sys"),
+def boot_reasons(doc: Mapping[str, Any], mountinfo: str, sys_root: Path = Path("/sys"),
                  esp_partuuid: str | None = None) -> dict[str, str]:
     """Disk name -> why it holds the running system: a system mount found through mountinfo
     and /sys (robust to dm-verity and a tmpfs root), or the ESP the boot loader came from."""
@@ -152,7 +162,7 @@ def boot_reasons(doc: Mapping, mountinfo: str, sys_root: Path = Path("/sys"),
     return {d: "; ".join(dict.fromkeys(r)) for d, r in reasons.items()}
 
 
-def target_from_node(top: Mapping, sys_root: Path, boot: Mapping[str, str],
+def target_from_node(top: lsblk.Device, sys_root: Path, boot: Mapping[str, str],
                      mounted: Mapping[str, tuple[str, ...]]) -> Target:
     """One top-level lsblk node (a disk or loop device, with its subtree) as a Target."""
     name = str(top.get("name", ""))
@@ -193,7 +203,7 @@ def _mounted_disks(mountinfo: str, sys_root: Path) -> dict[str, tuple[str, ...]]
     return {d: tuple(sorted(p)) for d, p in found.items()}
 
 
-def scan(doc: Mapping | None = None, mountinfo: str | None = None,
+def scan(doc: Mapping[str, Any] | None = None, mountinfo: str | None = None,
          sys_root: Path = Path("/sys"), esp_partuuid: str | None = None) -> list[Target]:
     """Every whole disk and loop device, with what lives on it."""
     doc = read_tree() if doc is None else doc
@@ -207,7 +217,7 @@ def scan(doc: Mapping | None = None, mountinfo: str | None = None,
                    if top.get("type") in ("disk", "loop")), key=lambda t: t.path)
 
 
-def target(path: str, doc: Mapping | None = None, mountinfo: str | None = None,
+def target(path: str, doc: Mapping[str, Any] | None = None, mountinfo: str | None = None,
            sys_root: Path = Path("/sys"), esp_partuuid: str | None = None) -> Target:
     """What `path` is: a disk from `scan`, a partition, a file, or something else."""
     try:
@@ -277,7 +287,7 @@ def wait_for_stick(timeout: float, sys_root: Path = Path("/sys"), interval: floa
             time.sleep(min(interval, left))
 
 
-def udev_monitor() -> object | None:
+def udev_monitor() -> UdevMonitor | None:
     """A started pyudev monitor of block devices: udevd's events where it runs (sent once its
     rules have run), else the kernel's own uevents, which arrive without udevd; None without
     pyudev or netlink."""
@@ -288,6 +298,6 @@ def udev_monitor() -> object | None:
         monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=source)
         monitor.filter_by("block")
         monitor.start()
-        return monitor
+        return cast(UdevMonitor, monitor)
     except (ImportError, OSError):
         return None

@@ -4,8 +4,13 @@ signed update directory)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from anklume.updates.anchors import Anchors
+    from anklume.updates.sink import Progress
 
 _FROM = typer.Option(None, "--from", help="Update source: an https:// URL, a directory, or "
                      "'usb' (the stick labelled ANKLUME-UPD). Default: $ANKLUME_UPDATE_SOURCE, "
@@ -16,7 +21,7 @@ _UPDATE_CERT = typer.Option(None, "--update-cert", hidden=True)
 _DB_CERT = typer.Option(None, "--db-cert", hidden=True)
 
 
-def _anchors(update_cert: Path | None, db_cert: Path | None):
+def _anchors(update_cert: Path | None, db_cert: Path | None) -> Anchors:
     from anklume.updates.anchors import Anchors
 
     d = Anchors()
@@ -47,8 +52,8 @@ def _remember_fallback(running: str) -> frozenset[str]:
     return st.failed_versions
 
 
-def _progress():
-    state: dict = {}
+def _progress() -> Progress:
+    state: dict[str, int] = {}  # file name -> the percentage shown last
 
     def cb(name: str, done: int, total: int) -> None:
         pct = done * 100 // total if total else 100

@@ -18,7 +18,7 @@ USR_VERITY_BYTES = 8 * MIB
 USR_VERITY_SIG_BYTES = 16 * 1024
 
 
-def compat() -> dict:
+def compat() -> dict[str, object]:
     """The compat block of this client (and of what `anklume publish` writes)."""
     return {
         "layout": LAYOUT_VERSION,

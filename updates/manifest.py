@@ -50,7 +50,7 @@ class Manifest:
     min_version: str | None  # the oldest running version that may install this one
     root_hash: str
     files: tuple[FileEntry, ...]
-    compat: dict
+    compat: dict[str, object]
     format: int = FORMAT_VERSION
     product: str = PRODUCT
 
@@ -155,7 +155,7 @@ def _parse_file(f: object, version: str) -> FileEntry:
                      partition_uuid=pu)
 
 
-def check_compat(m: Manifest, mine: dict | None = None) -> None:
+def check_compat(m: Manifest, mine: dict[str, object] | None = None) -> None:
     """Refuse an update built for another layout than the one this system runs."""
     mine = mine if mine is not None else layout.compat()
     if m.compat != mine:

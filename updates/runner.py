@@ -7,16 +7,16 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Sequence
 
-Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
+Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
 
-def system(argv: Sequence[str]) -> subprocess.CompletedProcess:
+def system(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     from anklume.run import run
 
     return run(argv, check=False)
 
 
-def interactive(argv: Sequence[str]) -> subprocess.CompletedProcess:
+def interactive(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Output straight to the terminal (systemd-sysupdate's own progress)."""
     from anklume.run import run
 

@@ -29,7 +29,7 @@ class HttpSource:
     def describe(self) -> str:
         return self.base
 
-    def _get(self, rel: str, headers: dict | None = None) -> requests.Response:
+    def _get(self, rel: str, headers: dict[str, str] | None = None) -> requests.Response:
         try:
             return self.session.get(self.base + rel, headers=headers or {}, stream=True,
                                     timeout=_TIMEOUT)
@@ -53,7 +53,8 @@ class HttpSource:
                 raise SourceUnavailable(f"{self.base}{rel}: {e}") from None
         return data
 
-    def _download(self, rel: str, dest: Path, size: int, progress) -> tuple[int, bool]:
+    def _download(self, rel: str, dest: Path, size: int,
+                  progress: sink.Progress | None) -> tuple[int, bool]:
         """Fill dest up to `size` bytes, resuming over dropped connections.
         Returns (bytes on disk, whether any part was resumed)."""
         have = dest.stat().st_size if dest.exists() else 0

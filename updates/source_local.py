@@ -6,6 +6,7 @@ between the check and the install.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from anklume.updates import sink
@@ -43,7 +44,7 @@ class LocalSource:
         if got != size:
             raise FileMismatch(f"{p}: size {got} bytes, manifest says {size}")
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             with open(p, "rb") as f:
                 while c := f.read(CHUNK):
                     yield c

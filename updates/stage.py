@@ -19,7 +19,7 @@ from anklume.updates.sink import Progress
 from anklume.updates.sources import MANIFEST_MAX, SIG_MAX, Source, version_prefix
 
 
-def read_manifest(src: Source, anchors: Anchors, *, compat: dict | None = None
+def read_manifest(src: Source, anchors: Anchors, *, compat: dict[str, object] | None = None
                   ) -> tuple[manifest.Manifest, bytes, bytes, str]:
     prefix = version_prefix(src)
     where = f"{src.describe().rstrip('/')}/{prefix}{manifest.MANIFEST}"
@@ -35,7 +35,7 @@ def read_manifest(src: Source, anchors: Anchors, *, compat: dict | None = None
 
 def check(src: Source, anchors: Anchors, *, running: str, allow_downgrade: bool = False,
           failed: frozenset[str] = frozenset(), set_aside: frozenset[str] = frozenset(),
-          compat: dict | None = None) -> manifest.Manifest:
+          compat: dict[str, object] | None = None) -> manifest.Manifest:
     """The verified manifest of what the source offers, if this system may install it."""
     m, *_ = read_manifest(src, anchors, compat=compat)
     policy.check(m.version, m.min_version, running, allow_downgrade=allow_downgrade,
@@ -45,7 +45,7 @@ def check(src: Source, anchors: Anchors, *, running: str, allow_downgrade: bool 
 
 def prepare(src: Source, staging: Path, anchors: Anchors, *, running: str,
             allow_downgrade: bool = False, failed: frozenset[str] = frozenset(),
-            set_aside: frozenset[str] = frozenset(), compat: dict | None = None,
+            set_aside: frozenset[str] = frozenset(), compat: dict[str, object] | None = None,
             runner: Runner = system, progress: Progress | None = None) -> verify.Verified:
     m, data, sig, prefix = read_manifest(src, anchors, compat=compat)
     policy.check(m.version, m.min_version, running, allow_downgrade=allow_downgrade,

@@ -31,7 +31,7 @@ class Verified:
 
 
 def verify_manifest(data: bytes, signature: bytes, anchors: Anchors, *, where: str,
-                    compat: dict | None = None) -> Manifest:
+                    compat: dict[str, object] | None = None) -> Manifest:
     manifest_sig.verify(data, signature, anchors.update_cert, where=where)
     m = manifest.parse(data)
     manifest.check_compat(m, compat)
