@@ -1,11 +1,11 @@
 """Whether Incus can still come up on this machine, as systemd sees it.
 
 A wait for Incus to answer (the agent's, the health gate's) is patience with a busy machine.
-When neither Incus's socket nor its daemon is active or starting, nothing will ever answer:
-a dependency failed (the isolation table did not load: anklume-firewall.service), or the
-daemon died. Both waits then end at once with that reason instead of running out their clock.
-Both run after Incus's start jobs are done (their units order after incus.service and
-incus.socket), so "inactive" there means "not coming", not "not yet".
+Some states mean nothing will ever answer: the isolation table did not load, so
+anklume-firewall.service failed and Incus, which requires it, never starts; or Incus's
+daemon and socket both failed. Both waits then end at once with that reason instead of
+running out their clock. Incus merely stopped (by the wizard moving its state, by a person)
+is not one of them: it may be started again, so the wait goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import subprocess
 
 from anklume.run import run
 
-UNITS = ("incus.socket", "incus.service")
+FIREWALL = "anklume-firewall.service"
+UNITS = (FIREWALL, "incus.socket", "incus.service")
 UP = ("active", "activating", "reloading", "deactivating")
 
 
@@ -27,19 +28,26 @@ def parse(show: str) -> list[tuple[str, str]]:
     return out
 
 
+def judge(states: list[tuple[str, str]]) -> str | None:
+    """The reason Incus will not come up, from the states of UNITS (pure)."""
+    if len(states) != len(UNITS):
+        return None
+    (fw_load, fw), (sock_load, sock), (svc_load, svc) = states
+    if sock_load != "loaded" or svc_load != "loaded" or sock in UP or svc in UP:
+        return None  # not run by systemd here (a development host), or running or starting
+    if fw_load == "loaded" and fw == "failed":
+        return (f"Incus will not start: {FIREWALL} failed (the isolation table did not load, "
+                f"and Incus requires it), incus.socket {sock}, incus.service {svc}")
+    if "failed" in (sock, svc):
+        return f"Incus will not start: incus.socket {sock}, incus.service {svc}"
+    return None
+
+
 def down_reason() -> str | None:
-    """Why Incus will not answer, or None when it may still, or when systemd cannot say (no
-    systemd, or Incus not run by it, as on a development host)."""
+    """Why Incus will not answer, or None when it may still, or when systemd cannot say."""
     try:
         proc = run(["systemctl", "show", "-p", "LoadState", "-p", "ActiveState", *UNITS],
                    check=False, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    states = parse(proc.stdout) if proc.returncode == 0 else []
-    if len(states) != len(UNITS) or any(load != "loaded" or active in UP
-                                        for load, active in states):
-        return None
-    return ("Incus will not start: " + ", ".join(
-        f"{u} {active}" for u, (_, active) in zip(UNITS, states, strict=True))
-        + " (anklume-firewall.service must load the isolation table first: "
-        "`systemctl status anklume-firewall incus.socket`)")
+    return judge(parse(proc.stdout)) if proc.returncode == 0 else None
