@@ -235,12 +235,10 @@ class Executor:
 
     # Shipped images (agent/images.py).
     def _create_image(self, a: Action) -> None:
-        assert a.desired is not None
-        images.import_image(self.incus, a.desired)
+        images.import_image(self.incus, _desired(a))
 
     def _update_image(self, a: Action) -> None:
-        assert a.desired is not None
-        images.set_alias(self.incus, a.desired)
+        images.set_alias(self.incus, _desired(a))
 
     # The firewall: the whole table is written, in one transaction.
     def _update_firewall(self, a: Action) -> None:

@@ -93,7 +93,7 @@ def with_shipped(state: State, shipped: Iterable[Shipped]) -> State:
     return replace(state, resources=frozen_map(res))
 
 
-def present(incus: Incus, fingerprint: str) -> bool:
+def _present(incus: Incus, fingerprint: str) -> bool:
     try:
         incus.get(f"/1.0/images/{fingerprint}")
         return True
@@ -115,7 +115,7 @@ def import_image(incus: Incus, r: Resource) -> None:
         _import(r.image)
     except subprocess.TimeoutExpired as e:
         raise AnklumeError(f"importing {r.image} took more than {IMPORT_TIMEOUT} s") from e
-    if not present(incus, r.name):
+    if not _present(incus, r.name):
         raise AnklumeError(f"Incus does not list {r.name} after importing {r.image} (the file "
                            "does not match image.json)")
     set_alias(incus, r)

@@ -16,6 +16,7 @@ import os
 import posixpath
 from collections.abc import Iterator, Sequence
 
+from anklume.agent import containment
 from anklume.agent.incus_api import Incus, IncusError
 from anklume.agent.resources import Kind, State
 
@@ -79,10 +80,6 @@ def resolved(path: str) -> str:
     return posixpath.join(os.path.realpath(head), *tail)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _host_sources(want: State) -> Iterator[tuple[str, str, str]]:
     """(owner, device, source) of every disk device from a host path, in instances and
     profiles (a profile's device reaches every machine using it)."""
@@ -99,12 +96,11 @@ def escaping_dirs(want: State, roots: Sequence[str]) -> list[str]:
     outside every root is validation's business (it takes `unsafe: [host-path]`)."""
     errors = []
     for who, dev, source in _host_sources(want):
-        root = next((r for r in roots if _inside(posixpath.normpath(source),
-                                                 posixpath.normpath(r))), None)
+        root = next((r for r in roots if containment.inside(source, [r])), None)
         if root is None:
             continue
         real = resolved(source)
-        if not _inside(real, resolved(root)):
+        if not containment.inside(real, [resolved(root)]):
             errors.append(f"{who}: {dev} takes {source}, which a symlink leads to {real}, "
                           f"outside {root}: remove the link (a machine that can write there "
                           "may have planted it)")
