@@ -184,6 +184,10 @@ IMPOSTOR_DISK_ID = "impostor"
 AGENT_BOOT_MEMORY_MIB = 3072
 # A machine provisioned to stay in live mode: no setup offer on the consoles.
 SKIP_WIZARD = "anklume.firstboot.skip"
+# A stopped or unhealthy boot restarts after 2 s instead of 30 (image/initrd/usr/lib/anklume/
+# restart-delay): for machines whose restarts are the point, not their countdown's length.
+# test_boot.py's corrupted /usr keeps the default and asserts it.
+QUICK_RESTART = {"anklume.restart_delay": "2"}
 
 
 def _keyscan(port: int, deadline: float) -> list[str]:
