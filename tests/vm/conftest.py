@@ -184,10 +184,15 @@ IMPOSTOR_DISK_ID = "impostor"
 AGENT_BOOT_MEMORY_MIB = 3072
 # A machine provisioned to stay in live mode: no setup offer on the consoles.
 SKIP_WIZARD = "anklume.firstboot.skip"
-# A stopped or unhealthy boot restarts after 2 s instead of 30 (image/initrd/usr/lib/anklume/
-# restart-delay): for machines whose restarts are the point, not their countdown's length.
-# test_boot.py's corrupted /usr keeps the default and asserts it.
-QUICK_RESTART = {"anklume.restart_delay": "2"}
+
+
+def restart_delay(seconds: int) -> dict[str, str]:
+    """The credential that shortens the 30 s before a stopped or unhealthy boot restarts
+    (image/initrd/usr/lib/anklume/restart-delay), for machines whose restarts are the point, not
+    their countdown's length. The countdown races the check script: a restart from the booted
+    OS stops it, so `seconds` must leave it time to report what it saw (the update machine
+    reports too much to shorten it). test_boot.py's corrupted /usr keeps and asserts 30 s."""
+    return {"anklume.restart_delay": str(seconds)}
 
 
 def _keyscan(port: int, deadline: float) -> list[str]:
