@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from anklume.agent import schema
+from anklume.agent import schema, values
 from anklume.agent.model import TrustLevel
 from anklume.agent.validate import ValidationError, load_with_warnings, validate
 from anklume.yamlfile import parse
@@ -28,7 +28,7 @@ _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 def _names(max_size: int) -> st.SearchStrategy[str]:
     # st.text + a filter is much cheaper to generate than st.from_regex.
     return st.text(_NAME_CHARS, min_size=1, max_size=max_size).filter(
-        lambda n: n[0] != "-" and n[-1] != "-" and n != "host")
+        lambda n: n[0] != "-" and n[-1] != "-" and n not in values.RESERVED)
 
 
 domain_names = _names(11)
