@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from anklume.vm.builds import log_root
+
 REPO = Path(__file__).resolve().parents[1]
-_LOG_ROOT = Path(os.environ.get(
-    "ANKLUME_TEST_LOGS", Path(os.environ.get("ANKLUME_BUILD_DIR", REPO / "build")) / "test-logs"))
+_LOG_ROOT = log_root()
 _SESSION_START = time.time()
 
 # (group, fixtures whose users form it).

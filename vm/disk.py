@@ -180,7 +180,7 @@ def is_signed(pe: bytes) -> bool:
     opt = hdr + 24
     (magic,) = struct.unpack_from("<H", pe, opt)
     entry = opt + (112 if magic == 0x20B else 96) + 8 * _SECURITY_DIR
-    _, size = struct.unpack_from("<II", pe, entry)
+    size: int = struct.unpack_from("<II", pe, entry)[1]
     return size > 0
 
 

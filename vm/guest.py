@@ -13,7 +13,7 @@ virtio-serial port (`/dev/virtio-ports/org.anklume.test`), falling back to /dev/
     ANKLUME-TEST key=value
     ANKLUME-TEST-RESULT ok|fail reasons...
 
-and then powers the guest off. Host-side tests assert on those lines (harness.VM.channel).
+and then powers the guest off. Host-side tests assert on those lines (qemu.VM.channel).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import base64
 import re
 from dataclasses import dataclass, field
 
-from harness import TEST_PORT
+from anklume.vm.qemu import TEST_PORT
 
 UNIT = "anklume-test.service"
 SCRIPT_CREDENTIAL = "anklume.test.script"
@@ -488,10 +488,10 @@ def parse_report(text: str) -> Report:
         key, value = m.group("key"), m.group("value").rstrip()
         r.multi.setdefault(key, []).append(value)
         r.facts[key] = value
-    m = RESULT.search(text)
-    if m:
-        r.result = m.group("result")
-        r.reasons = m.group("reasons").split()
+    result = RESULT.search(text)
+    if result:
+        r.result = result.group("result")
+        r.reasons = result.group("reasons").split()
     return r
 
 

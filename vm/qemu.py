@@ -1,4 +1,4 @@
-"""A QEMU harness for booting the appliance image the way real hardware does.
+"""QEMU and its QMP monitor, for booting the appliance image the way real hardware does.
 
 Every boot goes through the firmware: OVMF with Secure Boot on, systemd-boot, the signed UKI.
 Nothing is handed to QEMU with `-kernel`, because that would skip exactly what the tests claim
@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,11 +31,10 @@ from typing import Any, TypeVar
 
 from qemu.qmp import QMPClient
 
+from anklume.vm import firmware
+
 QEMU = os.environ.get("ANKLUME_QEMU", "/usr/bin/qemu-system-x86_64")
 SWTPM = "/usr/bin/swtpm"
-OVMF_DIR = Path(os.environ.get("ANKLUME_OVMF_DIR", "/usr/share/OVMF"))
-OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.secboot.fd"
-OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
 
 # The guest side of the test channel (a virtio-serial port): /dev/virtio-ports/<name>.
 TEST_PORT = "org.anklume.test"
@@ -90,7 +88,7 @@ def detect_accel() -> str:
         return "tcg"
     with tempfile.TemporaryDirectory(prefix="anklume-kvm-probe-") as tmp:
         vars_fd = Path(tmp) / "vars.fd"
-        shutil.copyfile(OVMF_VARS, vars_fd)
+        shutil.copyfile(firmware.OVMF_VARS, vars_fd)
         serial = Path(tmp) / "serial.log"
         argv = [
             QEMU,
@@ -137,50 +135,23 @@ def _machine_args(accel: str, vars_fd: Path) -> list[str]:
         "-global",
         "ICH9-LPC.noreboot=off",
         "-drive",
-        f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.OVMF_CODE}",
         "-drive",
         f"if=pflash,format=raw,unit=1,file={vars_fd}",
     ]
 
 
-# systemd-boot's vendor GUID (Boot Loader Interface variables).
-LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
-# Any owner GUID for our signature lists (it is recorded, not checked).
-_KEY_OWNER = "a0e7f5a4-2b3c-4d5e-8f90-616e6b6c756d"
-
-
-def enrolled_vars(db_cert: Path, dest: Path, menu_timeout: int | None = 0) -> Path:
-    """OVMF variables of a machine whose firmware already trusts our keys: PK, KEK and db set
-    to the image's Secure Boot certificate (what systemd-boot's enrolment of mkosi's .auth
-    files gives), Secure Boot on, and systemd-boot's menu timeout (`LoaderConfigTimeout`, as
-    `bootctl set-timeout` writes it) when given. Written offline with virt-fw-vars: a boot
-    that starts from them skips the enrolment and its reset. Only test_boot's main boot still
-    starts in setup mode, to prove the enrolment itself."""
-    argv = [str(Path(sys.executable).with_name("virt-fw-vars")), "-i", str(OVMF_VARS),
-            "-o", str(dest), "--set-pk", _KEY_OWNER, str(db_cert),
-            "--add-kek", _KEY_OWNER, str(db_cert), "--add-db", _KEY_OWNER, str(db_cert), "--sb"]
-    with tempfile.TemporaryDirectory(prefix="anklume-vars-") as tmp:
-        if menu_timeout is not None:
-            data = (str(menu_timeout) + "\0").encode("utf-16-le").hex()
-            var = Path(tmp) / "loader.json"
-            var.write_text(json.dumps({"version": 2, "variables": [
-                {"name": "LoaderConfigTimeout", "guid": LOADER_GUID, "attr": 7,
-                 "data": data}]}))
-            argv += ["--set-json", str(var)]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"virt-fw-vars failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-    return dest
-
-
-def host_problems() -> list[str]:
-    """Why this host cannot run the boot tests at all (empty when it can)."""
+def host_problems(tpm: bool = False) -> list[str]:
+    """Why this host cannot boot the image (empty when it can), each with the Debian package
+    that fixes it; `tpm`: a TPM (swtpm) is wanted too."""
     problems = []
     if not os.access(QEMU, os.X_OK):
         problems.append(f"{QEMU} is missing (install qemu-system-x86: scripts/setup-host)")
-    for f in (OVMF_CODE, OVMF_VARS):
+    for f in (firmware.OVMF_CODE, firmware.OVMF_VARS):
         if not f.is_file():
             problems.append(f"{f} is missing (install ovmf: scripts/setup-host)")
+    if tpm and not os.access(SWTPM, os.X_OK):
+        problems.append(f"{SWTPM} is missing (install swtpm: scripts/setup-host)")
     if not problems:
         r = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
@@ -316,7 +287,7 @@ class VMSpec:
     disk: Path
     log_dir: Path
     disk_format: str = "qcow2"
-    vars_template: Path = OVMF_VARS
+    vars_template: Path = firmware.OVMF_VARS
     smbios: Sequence[str] = ()  # ready `-smbios` values (see guest.py)
     memory_mib: int = 2048
     # One vCPU: two guests run side by side on this 2-core host, and with two vCPUs each
@@ -667,7 +638,8 @@ def free_tcp_port() -> int:
     """A loopback port nothing listens on now (for QEMU's host forward)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def hotplug_disk_args(device_id: str, image: Path, chassis: int, fmt: str = "qcow2",

@@ -1,59 +1,29 @@
-"""Fixtures for the boot tests: a current image, per-test log directories, the shared boot.
+"""Fixtures for the boot tests: a current image, the shared stick and its boots.
 
 These tests claim features of the image (verity, Secure Boot, ...): when the host cannot run
 QEMU they fail with the reason, they never skip. Missing KVM is not a failure (TCG is used).
+The machinery (QEMU, firmware, disks, guest checks, builds) is the VM library, anklume.vm.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import disk
-import guest
-import harness
-
-REPO = Path(__file__).resolve().parents[2]
-BUILD_DIR = Path(os.environ.get("ANKLUME_BUILD_DIR", REPO / "build"))
-LOG_ROOT = Path(os.environ.get("ANKLUME_TEST_LOGS", BUILD_DIR / "test-logs"))
-
-# Serial-console lines that end any wait for a healthy boot at once.
-BOOT_FAILURES = [
-    r"Kernel panic",
-    r"You are in emergency mode",
-    r"Entering emergency mode",
-    r"(?i)security violation",
-]
-
-# Under TCG one boot is ~40 s to multi-user; a boot from setup mode adds the key enrolment reboot.
-# These are ceilings for a hang, not expectations.
-FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
-
-
-
-def log_dir_for(name: str) -> Path:
-    return LOG_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+from anklume.image.artifacts import Artifacts
+from anklume.vm import builds, firmware, guest, qemu
+from anklume.vm.boot import Boot, FlashFailed, boot_and_check, flash_to_stick
 
 
 @pytest.fixture(scope="session")
 def qemu_host() -> str:
     """The accelerator to use; fails (does not skip) when QEMU or OVMF is missing."""
-    problems = harness.host_problems()
+    problems = qemu.host_problems()
     if problems:
         pytest.fail(
             "this host cannot run the boot tests:\n  "
@@ -61,78 +31,18 @@ def qemu_host() -> str:
             + "\nThese tests check claimed image features, so they fail instead of skipping.",
             pytrace=False,
         )
-    return harness.detect_accel()
-
-
-# Parallel workers (pytest-xdist) share build/: the first to need the image builds it, under a
-# lock; the others find it stamped with this run's id and skip `anklume build` (whose no-change
-# run still costs 1-2 minutes).
-RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-BUILT_FOR_RUN = ".built-for-run"
-
-
-@contextlib.contextmanager
-def build_lock() -> Iterator[None]:
-    # Not inside build/: the build may replace that directory.
-    key = hashlib.sha256(str(BUILD_DIR.resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"anklume-build-{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _built_in_this_run() -> bool:
-    stamp = BUILD_DIR / BUILT_FOR_RUN
-    return bool(RUN_ID) and stamp.is_file() and stamp.read_text() == RUN_ID
-
-
-def below_boots() -> None:
-    """preexec_fn of the update builds (V2, V3), which run beside other workers' boots: niced
-    (10), so a QEMU guest gets the CPU first. A build is only slower; a guest starved of CPU
-    misses its own deadlines (watchdog, health gate) and fails for the wrong reason: CI saw a
-    21 s RCU stall in a guest on the 2-core host. The first image build is not niced: nothing
-    boots before it is done, and every boot waits for it."""
-    os.nice(10)
-
-
-def _build() -> None:
-    LOG_ROOT.mkdir(parents=True, exist_ok=True)
-    build_log = LOG_ROOT / "build.log"
-    anklume = REPO / ".venv" / "bin" / "anklume"
-    cmd = [str(anklume) if anklume.exists() else "anklume", "build"]
-    t0 = time.monotonic()
-    with build_log.open("wb") as out:
-        r = subprocess.run(
-            cmd,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=45 * 60,
-        )
-    if r.returncode != 0:
-        tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}); log {build_log}:\n{tail}")
-    print(f"image build: {time.monotonic() - t0:.0f} s (log {build_log})")
+    return qemu.detect_accel()
 
 
 @pytest.fixture(scope="session")
-def artifacts(qemu_host: str):  # -> anklume.image.artifacts.Artifacts
-    """The built image, brought up to date with `anklume build` (incremental, so fast when
-    nothing changed). ANKLUME_VM_NO_BUILD=1 uses what is in build/ as it is."""
+def artifacts(qemu_host: str) -> Artifacts:
+    """The built image, brought up to date with `anklume build` once per run (all workers
+    share it: vm.builds). ANKLUME_VM_NO_BUILD=1 uses what is in build/ as it is."""
     from anklume.image import artifacts as art
 
-    # The stamp is checked before the lock too: once this run's image is built, the lock only
-    # serialises the update tests' later builds (V2, V3), and waiting for those held the other
-    # worker's first boot back by 7 minutes.
-    if os.environ.get("ANKLUME_VM_NO_BUILD") != "1" and not _built_in_this_run():
-        with build_lock():
-            if not _built_in_this_run():
-                _build()
-                if RUN_ID:
-                    (BUILD_DIR / BUILT_FOR_RUN).write_text(RUN_ID)
     try:
-        return art.find(BUILD_DIR)
-    except art.ArtifactsNotFound as e:
+        return art.find(builds.image())
+    except (builds.BuildFailed, art.ArtifactsNotFound) as e:
         pytest.fail(str(e), pytrace=False)
 
 
@@ -145,294 +55,21 @@ def scratch() -> Iterator[Path]:
 
 
 @dataclass
-class Boot:
-    """One finished boot of the image with the check unit."""
-
-    report: guest.Report
-    channel: str
-    serial: str
-    log_dir: Path
-    vars_after: Path  # OVMF variables after the boot: Secure Boot keys enrolled
-    resets: int  # guest resets seen (key enrolment)
-    stages: dict[str, float]  # seconds since QEMU started, per milestone
-    accel: str
-    unplug: str  # "ok after N s" or why the scratch disk's hot-unplug failed
-    host_keyscan: list[str]  # `ssh-keyscan` through the loopback forward: "type key" lines
-    boot_unplug: str  # the boot disk's hot-unplug ("" when the boot did not pull it)
-
-    def timing(self) -> str:
-        marks = ", ".join(f"{k} {v:.1f} s" for k, v in self.stages.items())
-        return f"accel={self.accel} resets={self.resets}: {marks}"
-
-    def host_key(self, kind: str = "ssh-ed25519") -> str:
-        keys = [line.split()[1] for line in self.host_keyscan if line.split()[0] == kind]
-        return keys[0] if keys else ""
-
-
-# The check unit reports within seconds of multi-user; this long after the login prompt
-# without a word from it, the credentials were not picked up (not worth the whole timeout).
-CHECK_START_GRACE = 120
-
-
-SCRATCH_DISK_ID = "scratchdisk"
-# A blank disk that stays: what the first-boot wizard must offer for the data pool.
-DATA_DISK_ID = "datadisk"
-DATA_DISK_SERIAL = "anklume-data"
-DATA_DISK_BYTES = 5 * 1024**3
-# A second "anklume stick" (a partition labelled anklume-persist): never to be mounted.
-IMPOSTOR_DISK_ID = "impostor"
-AGENT_BOOT_MEMORY_MIB = 3072
-# A machine provisioned to stay in live mode: no setup offer on the consoles.
-SKIP_WIZARD = "anklume.firstboot.skip"
-
-
-def restart_delay(seconds: int) -> dict[str, str]:
-    """The credential that shortens the 30 s before a stopped or unhealthy boot restarts
-    (image/initrd/usr/lib/anklume/restart-delay), for machines whose restarts are the point, not
-    their countdown's length. The countdown races the check script: a restart from the booted
-    OS stops it, so `seconds` must leave it time to report what it saw (the update machine
-    reports too much to shorten it). test_boot.py's corrupted /usr keeps and asserts 30 s."""
-    return {"anklume.restart_delay": str(seconds)}
-
-
-def _keyscan(port: int, deadline: float) -> list[str]:
-    """Host keys of the guest's sshd through QEMU's loopback forward (the guest may still be
-    booting: retried until `deadline`)."""
-    while time.monotonic() < deadline:
-        r = subprocess.run(
-            ["ssh-keyscan", "-T", "20", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        lines = [
-            line.split(None, 1)[1]
-            for line in r.stdout.splitlines()
-            if line and not line.startswith("#") and len(line.split()) >= 3
-        ]
-        if lines:
-            return sorted(lines)
-        time.sleep(5)
-    return []
-
-
-def ready_vars() -> Path:
-    """Firmware variables with our keys enrolled and no boot menu (harness.enrolled_vars), made
-    once per test process from the built image's certificate: every boot that does not test
-    the enrolment starts from them, instead of paying systemd-boot's enrolment and reset."""
-    global _READY_VARS
-    if _READY_VARS is None:
-        import json
-
-        dest = log_dir_for("ready-vars") / f"OVMF_VARS-{os.getpid()}.fd"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        key_dir = Path(json.loads((BUILD_DIR / "build.json").read_text())["key_dir"])
-        _READY_VARS = harness.enrolled_vars(key_dir / "db.crt", dest)
-    return _READY_VARS
-
-
-_READY_VARS: Path | None = None
-
-
-def boot_and_check(
-    name: str,
-    image: Path,
-    vars_template: Path | None = None,
-    timeout: float = FIRST_BOOT_TIMEOUT,
-    script: str | None = None,
-    *,
-    boot_bus: str = "virtio",
-    memory_mib: int = AGENT_BOOT_MEMORY_MIB,
-    ssh: bool = False,
-    unplug_boot_disk: bool = False,
-    dropins: dict[str, str] | None = None,
-    credentials: dict[str, str] | None = None,
-    data_disk: Path | None = None,
-    console: Callable[[harness.VM], None] | None = None,
-    extra_args: Sequence[str] = (),
-    cut_power_at: str | None = None,
-    report_timeout: float = 1200,
-    wizard: bool = False,
-    tpm_state: Path | None = None,
-    power_off: bool = True,
-) -> Boot:
-    """Boot `image` with the check unit; wait for its report and power-off.
-
-    Every boot also carries a blank data disk (the wizard's pool), a disk posing as a second
-    anklume stick, and a scratch disk on its own PCIe root port that is hot-unplugged over
-    QMP (the mechanism the copy-to-RAM tests use on the boot disk). `ssh`: a NIC on QEMU's
-    isolated user network and a key scan through the loopback forward. `unplug_boot_disk`:
-    when the script says `unplug=ready`, the boot disk itself is pulled out; the guest may not
-    be able to power off after that (without toram), so QEMU is then stopped by the harness.
-    `dropins`: unit drop-ins for failure injection (guest.dropin_credentials).
-    `credentials`: more system credentials (name -> text), e.g. the wizard's answers.
-    `data_disk`: a data disk that outlives this boot (the caller's), instead of a blank one.
-    `console`: runs first, with input on the serial console (e.g. typing a passphrase at the
-    prompt); the boot then goes on as usual. `extra_args`: more QEMU arguments (disks).
-    `cut_power_at`: a pattern on the test channel at which QEMU is quit at once (a power
-    cut); the report is what the guest said until then. `report_timeout`: how long the guest
-    may take to report its result (longer for scripts that reboot several times).
-    `vars_template`: the firmware variables to start from (default: ready_vars(), keys
-    enrolled; harness.OVMF_VARS for setup mode). `wizard`: leave the console setup offer on
-    (anklume-wizard@.service); other boots pass the anklume.firstboot.skip credential, as a
-    machine provisioned to stay in live mode would, so that their agent does not wait out the
-    offer's countdown. `tpm_state`: a TPM 2.0 (swtpm)
-    keeping its state in this directory (the same one again is the same machine's TPM).
-    `power_off=False`: QEMU is quit as soon as the report is in, for a boot whose shutdown
-    cannot happen (its boot disk pulled without toram: waiting only burnt the 2 minutes of the
-    wait), or the last boot of a machine's life when earlier boots of the same kind already
-    proved the shutdown (nothing boots that disk afterwards): 10-40 s of guest time each.
-    """
-    credentials = dict(credentials or {})
-    if not wizard:
-        credentials.setdefault(SKIP_WIZARD, "1")
-    scratch = image.with_name(f"{image.stem}-scratch.qcow2")
-    data = data_disk or image.with_name(f"{image.stem}-data.qcow2")
-    impostor = disk.impostor_persist_disk(image.with_name(f"{image.stem}-impostor.raw"))
-    blank = [(scratch, "16M")] + ([] if data_disk else [(data, str(DATA_DISK_BYTES))])
-    for path, size in blank:
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True, timeout=60
-        )
-    port = harness.free_tcp_port() if ssh else None
-    spec = harness.VMSpec(
-        name=name,
-        disk=image,
-        log_dir=log_dir_for(name),
-        vars_template=vars_template or ready_vars(),
-        disk_format="qcow2" if image.suffix == ".qcow2" else "raw",
-        smbios=(guest.smbios_credentials(script) + guest.dropin_credentials(dropins or {})
-                + guest.extra_credentials(credentials)),
-        serial_input=console is not None,
-        # The agent deploys the default infra (four containers, Incus's state in RAM).
-        memory_mib=memory_mib,
-        boot_bus=boot_bus,
-        ssh_forward_port=port,
-        tpm_state=tpm_state,
-        extra_args=[
-            *harness.hotplug_disk_args(SCRATCH_DISK_ID, scratch, chassis=2),
-            *harness.hotplug_disk_args(DATA_DISK_ID, data, chassis=3, serial=DATA_DISK_SERIAL),
-            *harness.hotplug_disk_args(IMPOSTOR_DISK_ID, impostor, chassis=4, fmt="raw"),
-            *extra_args,
-        ],
-    )
-
-    def body(vm: harness.VM) -> Boot:
-        stages: dict[str, float] = {}
-        if console is not None:
-            console(vm)
-            stages["console-done"] = vm.elapsed()
-        # The script echoes its lines to the serial console too, so one wait sees whichever
-        # comes first: the check starting, or a login prompt without it.
-        first = vm.wait_for(
-            r"ANKLUME-TEST check=started|login: ", fail_patterns=BOOT_FAILURES, timeout=timeout
-        )
-        stages["first-sign-of-os"] = vm.elapsed()
-        if first.group(0).startswith("login"):
-            vm.wait_for(
-                "ANKLUME-TEST check=started",
-                fail_patterns=BOOT_FAILURES,
-                timeout=CHECK_START_GRACE,
-                log="channel",
-            )
-        stages["check-started"] = vm.elapsed()
-        t0 = vm.elapsed()
-        try:
-            vm.device_del(SCRATCH_DISK_ID, timeout=60)
-            unplug = f"ok after {vm.elapsed() - t0:.1f} s"
-        except harness.VMError as e:
-            unplug = str(e).splitlines()[0]
-        keys = _keyscan(port, time.monotonic() + 300) if port else []
-        if port:
-            stages["host-keyscan"] = vm.elapsed()
-        boot_unplug = ""
-        if unplug_boot_disk:
-            vm.wait_for(r"ANKLUME-TEST unplug=ready", fail_patterns=BOOT_FAILURES, timeout=1500,
-                        log="channel")
-            stages["boot-disk-unplug"] = vm.elapsed()
-            t0 = vm.elapsed()
-            try:
-                vm.device_del(harness.BOOT_DISK_ID, timeout=60)
-                boot_unplug = f"ok after {vm.elapsed() - t0:.1f} s"
-            except harness.VMError as e:
-                boot_unplug = str(e).splitlines()[0]
-        if cut_power_at is not None:
-            vm.wait_for(cut_power_at, fail_patterns=BOOT_FAILURES, timeout=report_timeout,
-                        log="channel")
-            vm.stop(timeout=5)  # QMP quit: the guest gets no chance to flush or unmount
-            stages["power-cut"] = vm.elapsed()
-        else:
-            # The checks wait for the agent's first deploy: minutes under emulation.
-            vm.wait_for(guest.RESULT, fail_patterns=BOOT_FAILURES, timeout=report_timeout,
-                        log="channel")
-            stages["report"] = vm.elapsed()
-        resets = vm.resets()  # before a quit: QMP goes with it
-        try:
-            if cut_power_at is None and not power_off:
-                vm.stop(timeout=5)
-                stages["quit-after-report"] = vm.elapsed()
-            elif cut_power_at is None:
-                vm.wait_exit(120)
-                stages["power-off"] = vm.elapsed()
-        except harness.VMError:
-            # Without its disk the guest may hang in shutdown: only a test that pulled the
-            # disk tolerates that (its assertions are on the report, already received).
-            if not unplug_boot_disk:
-                raise
-        channel = vm.channel.text()
-        return Boot(
-            report=guest.parse_report(channel),
-            channel=channel,
-            serial=vm.serial.text(),
-            log_dir=vm.log_dir,
-            vars_after=vm.log_dir / "OVMF_VARS.fd",
-            resets=resets,
-            stages=stages,
-            accel=vm.accel,
-            unplug=unplug,
-            host_keyscan=keys,
-            boot_unplug=boot_unplug,
-        )
-
-    try:
-        boot = harness.run_vm(spec, body)
-    finally:
-        for path in (scratch, impostor) if data_disk else (scratch, data, impostor):
-            path.unlink(missing_ok=True)
-    timing = f"{name}: {boot.timing()}; scratch disk unplug {boot.unplug}\n"
-    (boot.log_dir / "timing.txt").write_text(timing)
-    print(timing, end="")
-    return boot
-
-
-def flash_to_stick(image: Path, stick: Path, size: int = disk.TARGET_DISK_SIZE) -> str:
-    """`anklume flash` onto a file standing for a USB stick bigger than the image (sparse):
-    the disk every shared boot uses is the one a user's flash would produce."""
-    stick.touch()
-    anklume = REPO / ".venv" / "bin" / "anklume"
-    cmd = [str(anklume) if anklume.exists() else "anklume", "flash", str(image), str(stick),
-           "--force", "--yes"]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        pytest.fail(f"`{' '.join(cmd)}` failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    # A regular-file target ends where the image ends; a real stick is bigger, and the first
-    # boot's repart needs that room for slot B and the persistent partition.
-    if stick.stat().st_size < size:
-        os.truncate(stick, size)
-    return r.stdout + r.stderr
-
-
-@dataclass
 class Stick:
     path: Path
     flash_output: str
 
 
 @pytest.fixture(scope="session")
-def stick(artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stick]:
+def stick(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stick]:
     """The disk of the shared boots (main, second, toram, small-RAM: the same machine, rebooted),
     written by `anklume flash` like a user's USB stick."""
     work = tmp_path_factory.mktemp("stick")
     path = work / "stick.raw"
-    out = flash_to_stick(artifacts.raw, path)
+    try:
+        out = flash_to_stick(artifacts.raw, path)
+    except FlashFailed as e:
+        pytest.fail(str(e), pytrace=False)
     yield Stick(path, out)
     path.unlink(missing_ok=True)
 
@@ -444,7 +81,7 @@ def main_boot(stick: Stick) -> Boot:
     reboot: the one boot that proves systemd-boot's enrolment (all others start enrolled). The
     agent deploys the embedded default infra; at the end the check writes a broken infra.yml
     onto the persistent partition (the path unit applies it at once)."""
-    return boot_and_check("main-boot", stick.path, ssh=True, vars_template=harness.OVMF_VARS,
+    return boot_and_check("main-boot", stick.path, ssh=True, vars_template=firmware.OVMF_VARS,
                           script=guest.check_script(guest.AGENT_FACTS + guest.PLAN_FACTS
                                                     + guest.ZFS_FACTS + guest.EDIT_INFRA))
 
@@ -488,10 +125,3 @@ def small_ram_boot(toram_boot: Boot, stick: Stick) -> Boot:
         memory_mib=SMALL_RAM_MIB, script=guest.check_script(guest.TORAM_FACTS, core=False),
         power_off=False,  # the stick's last boot; the main and toram boots proved shutdown
     )  # fmt: skip
-
-
-def record_timing(vm: harness.VM, text: str) -> None:
-    """One line for the timings summary (and timing.txt next to the VM's logs)."""
-    line = f"{vm.spec.name}: accel={vm.accel} resets={vm.resets()}: {text}"
-    (vm.log_dir / "timing.txt").write_text(line + "\n")
-    print(line)

@@ -17,7 +17,8 @@ import base64
 import json
 
 import pytest
-from conftest import Boot
+
+from anklume.vm.boot import Boot
 
 pytestmark = pytest.mark.vm
 

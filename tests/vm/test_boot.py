@@ -13,11 +13,10 @@ import json
 import re
 from pathlib import Path
 
-import disk
-import guest
-import harness
 import pytest
-from conftest import (
+
+from anklume.vm import disk, guest, qemu
+from anklume.vm.boot import (
     DATA_DISK_BYTES,
     DATA_DISK_SERIAL,
     Boot,
@@ -231,7 +230,7 @@ def test_unsigned_uki_is_refused(artifacts, scratch: Path) -> None:
     esp.write("/loader/loader.conf", ("\n".join(conf) + "\n").encode())
     assert esp.ls("/EFI/Linux") == ["anklume-unsigned.efi"]
 
-    spec = harness.VMSpec(
+    spec = qemu.VMSpec(
         name="unsigned-uki",
         disk=image,
         disk_format="raw",
@@ -241,7 +240,7 @@ def test_unsigned_uki_is_refused(artifacts, scratch: Path) -> None:
     )
     os_came_up = [r"ANKLUME-TEST", r"Linux version", r"EFI stub:", r"systemd\[1\]"]
 
-    def body(vm: harness.VM) -> None:
+    def body(vm: qemu.VM) -> None:
         # systemd-boot names the entry and the firmware's refusal (EFI_ACCESS_DENIED for an
         # image whose hash/signature is not in db; EFI_SECURITY_VIOLATION on some firmware).
         m = vm.wait_for(
@@ -254,12 +253,12 @@ def test_unsigned_uki_is_refused(artifacts, scratch: Path) -> None:
         # Enrolled variables: no enrolment ran in this boot; the firmware itself refused.
         assert "Enrolling secure boot keys" not in vm.serial.text()
         # And nothing boots afterwards: no fallback into some other kernel.
-        with pytest.raises(harness.BootTimeout):
+        with pytest.raises(qemu.BootTimeout):
             vm.wait_for(r"Linux version|systemd\[1\]|ANKLUME-TEST", timeout=30, log="serial")
         assert not vm.channel.text(), "the check unit ran: the unsigned UKI booted"
         record_timing(vm, f"refused after {refused_at:.1f} s ({m.group(0)!r})")
 
-    harness.run_vm(spec, body)
+    qemu.run_vm(spec, body)
 
 
 def _ls_or_empty(esp: disk.Esp, path: str) -> list[str]:
@@ -279,7 +278,7 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, scratch: Path) -> None:
     assert before != after
     print(f"flipped {before.hex()} -> {after.hex()} at byte {offset} ({where})")
 
-    spec = harness.VMSpec(
+    spec = qemu.VMSpec(
         name="corrupt-usr",
         disk=image,
         disk_format="raw",
@@ -289,7 +288,7 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, scratch: Path) -> None:
     )
     ran_silently = [r"ANKLUME-TEST"]
 
-    def body(vm: harness.VM) -> None:
+    def body(vm: qemu.VM) -> None:
         # The kernel's own dm-verity message: the flipped bytes are in data block 0.
         vm.wait_for(
             r"device-mapper: verity: \S+: data block 0 is corrupted",
@@ -318,4 +317,4 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, scratch: Path) -> None:
                           f"({stop.group(0)!r}) after {stopped_at:.1f} s, restarted after "
                           f"{restarted_at:.1f} s")
 
-    harness.run_vm(spec, body)
+    qemu.run_vm(spec, body)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import disk
-import guest
 import pytest
-from conftest import Boot, boot_and_check, restart_delay
+
+from anklume.vm import disk, guest
+from anklume.vm.boot import Boot, boot_and_check, restart_delay
 
 pytestmark = pytest.mark.vm
 

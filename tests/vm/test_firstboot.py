@@ -24,20 +24,28 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-import disk
-import guest
-import harness
 import pytest
-from conftest import BOOT_FAILURES, DATA_DISK_BYTES, DATA_DISK_SERIAL, Boot, boot_and_check
+
+from anklume.vm import disk, guest, qemu
+from anklume.vm.boot import (
+    DATA_DISK_BYTES,
+    DATA_DISK_SERIAL,
+    Boot,
+    boot_and_check,
+    wait_on_serial,
+)
+from anklume.vm.pool import (
+    PASSPHRASE,
+    PROMPT,
+    ROOT_PASSWORD,
+    answers,
+    password_hash,
+    type_passphrases,
+)
 
 pytestmark = pytest.mark.vm
-T = TypeVar("T")
 
-PASSPHRASE = "anklume test pool passphrase"
-ROOT_PASSWORD = "anklume-test-root-password"
-PROMPT = "Passphrase for the anklume data pool"
 # One domain, one container: what the test needs of the agent, at a fraction of the default
 # infra's deploy time under emulation.
 INFRA = """\
@@ -117,51 +125,6 @@ say "marker_read=$(incus exec --project work work-dev -- cat /root/marker 2>&1)"
 """
 
 
-def _hash(password: str) -> str:
-    r = subprocess.run(["openssl", "passwd", "-6", "-salt", "anklumetest", "-stdin"],
-                       input=password, capture_output=True, text=True, check=True, timeout=30)
-    return r.stdout.strip()
-
-
-def _answers(backend: str, root_hash: str, action: str = "create", tpm2: str = "no",
-             passphrase: str = PASSPHRASE) -> str:
-    return (f"version: 1\naction: {action}\nbackend: {backend}\ndisk: {DATA_DISK_SERIAL}\n"
-            f'passphrase: "{passphrase}"\npassphrase_confirm: "{passphrase}"\ntpm2: "{tpm2}"\n'
-            f'admin:\n  root_password_hash: "{root_hash}"\n')
-
-
-OFFER = "press Enter to continue without the pool"
-
-
-def type_passphrases(*secrets: str, timeout: float = 900) -> Callable[[harness.VM], None]:
-    """Answer the n-th prompt of the unlock on the serial console (a passphrase, or after 3
-    wrong ones the retry/continue offer) with the n-th text."""
-    def prompts(text: str) -> int:
-        return text.count(PROMPT) + text.count(OFFER)
-
-    def console(vm: harness.VM) -> None:
-        for n, secret in enumerate(secrets, 1):
-            wait_on_serial(vm, lambda text, n=n: prompts(text) >= n, f"passphrase prompt #{n}",
-                           timeout)
-            time.sleep(1)  # the agent has switched the console to no-echo by now
-            vm.type_serial(secret + "\n")
-    return console
-
-
-def wait_on_serial(vm: harness.VM, found: Callable[[str], T], what: str, timeout: float) -> T:
-    """Poll the serial console until `found(text)` is true (returned); a failed boot, a dead
-    VM or the timeout raise, naming `what` was awaited."""
-    deadline = time.monotonic() + timeout
-    while not (hit := found(text := vm.serial.text())):
-        for p in BOOT_FAILURES:
-            if re.search(p, text):
-                raise harness.VMError(f"boot failed before {what}: {p}", vm)
-        if time.monotonic() > deadline or not vm.running():
-            raise harness.VMError(f"no {what} on the serial console", vm)
-        time.sleep(0.5)
-    return hit
-
-
 def _b64(r: guest.Report, key: str) -> str:
     return base64.b64decode(r.get(key, "")).decode(errors="replace")
 
@@ -195,9 +158,9 @@ say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
 """.replace("@PW@", ROOT_PASSWORD)
 
 
-def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness.VM], None]:
+def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[qemu.VM], None]:
     """Type on the serial console: each text once its prompt appeared after the previous one."""
-    def console(vm: harness.VM) -> None:
+    def console(vm: qemu.VM) -> None:
         pos = 0
         for prompt, text in steps:
             # find() + 1: 0 when absent, so a prompt at the very start still counts as found
@@ -209,7 +172,7 @@ def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[harness
     return console
 
 
-def setup_on_console(secret: str) -> Callable[[harness.VM], None]:
+def setup_on_console(secret: str) -> Callable[[qemu.VM], None]:
     """A person taking the setup offered on the serial console: ZFS on the blank data disk,
     `secret` as its passphrase, the TPM enrolled, a root password for the console login."""
     return dialogue(
@@ -240,7 +203,7 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
                    check=True, timeout=60)
     secret = TYPED_PASSPHRASE if on_console else PASSPHRASE
-    creds = {"anklume.firstboot.answers": _answers(backend, _hash(ROOT_PASSWORD), tpm2="yes",
+    creds = {"anklume.firstboot.answers": answers(backend, password_hash(ROOT_PASSWORD), tpm2="yes",
                                                    passphrase=secret),
              "anklume.infra": INFRA}
     if on_console:
@@ -283,8 +246,8 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
         # disk, answers that import the pool. Everything must come back without a change by
         # the agent.
         fresh = disk.overlay(artifacts.raw, work / f"{backend}-reflashed.qcow2")
-        creds = {**creds, "anklume.firstboot.answers": _answers(
-            backend, _hash(ROOT_PASSWORD), action="import", passphrase=secret)}
+        creds = {**creds, "anklume.firstboot.answers": answers(
+            backend, password_hash(ROOT_PASSWORD), action="import", passphrase=secret)}
         # Incus's first start on the adopted state may hang until the wizard restarts it
         # (firstboot/incus_state.py): a longer wait for the login prompt than the other boots.
         boots.append(boot_and_check(
@@ -323,7 +286,7 @@ def _check_created(boot: Boot, backend: str, unattended: bool) -> None:
     assert r["marker_write_rc"] == "0", r["marker_write_rc"]
     # Root's console login now needs the password set at setup (it had none before).
     if unattended:
-        assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+        assert r["root_shadow"] == password_hash(ROOT_PASSWORD), r["root_shadow"]
     else:
         assert r["root_password_ok"] == "yes"
 
@@ -444,7 +407,7 @@ def test_zfs_pool_imported_from_a_freshly_flashed_stick(zfs_boots: tuple[Boot, .
     assert "nftables applied" in agent_log and "Importing shipped image" not in agent_log, \
         agent_log
     assert "work-dev,RUNNING" in r["instances"], r["instances"]
-    assert r["root_shadow"] == _hash(ROOT_PASSWORD), r["root_shadow"]
+    assert r["root_shadow"] == password_hash(ROOT_PASSWORD), r["root_shadow"]
 
 
 def test_three_wrong_passphrases_then_continue_is_a_degraded_but_healthy_boot(

@@ -1,4 +1,5 @@
-"""Tests of the harness itself: fast ones without QEMU, and one firmware-only boot."""
+"""Tests of the VM library (anklume.vm) itself: fast ones without QEMU, and one firmware-only
+boot."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import struct
 import subprocess
 from pathlib import Path
 
-import disk
-import guest
-import harness
 import pytest
-from conftest import log_dir_for
+
+from anklume.vm import disk, firmware, guest, qemu
+from anklume.vm.boot import log_dir_for
 
 
 def _pe(with_signature: bool) -> bytes:
@@ -64,7 +64,7 @@ def test_credentials_carry_unit_dropin_and_script() -> None:
     assert f"ImportCredential={guest.SCRIPT_CREDENTIAL}" in unit
     assert f"Wants={guest.UNIT}" in creds["systemd.unit-dropin.multi-user.target"]
     script = creds[guest.SCRIPT_CREDENTIAL]
-    assert harness.TEST_PORT in script and "systemctl poweroff" in script
+    assert qemu.TEST_PORT in script and "systemctl poweroff" in script
 
 
 def test_check_script_is_valid_sh(tmp_path: Path) -> None:
@@ -102,8 +102,8 @@ def test_harness_boots_firmware_and_cleans_up(qemu_host: str, tmp_path: Path) ->
     Proves the harness and the host's QEMU before any image is involved."""
     blank = tmp_path / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "64M"], check=True)
-    spec = harness.VMSpec(name="firmware-smoke", disk=blank, log_dir=log_dir_for("firmware-smoke"))
-    with harness.VM(spec) as vm:
+    spec = qemu.VMSpec(name="firmware-smoke", disk=blank, log_dir=log_dir_for("firmware-smoke"))
+    with qemu.VM(spec) as vm:
         vm.wait_for(r"BdsDxe", timeout=120)
         assert vm.qmp is not None
         assert vm.qmp.execute("query-status")["status"] == "running"
@@ -117,22 +117,22 @@ def test_harness_boots_firmware_and_cleans_up(qemu_host: str, tmp_path: Path) ->
 @pytest.mark.vm
 def test_harness_reports_a_qemu_that_cannot_start(qemu_host: str, tmp_path: Path) -> None:
     """A usage error surfaces at once with QEMU's own message, and is not retried."""
-    spec = harness.VMSpec(
+    spec = qemu.VMSpec(
         name="bad-args",
         disk=tmp_path / "missing.qcow2",
         log_dir=log_dir_for("bad-args"),
     )
     calls = []
-    with pytest.raises(harness.VMError, match=r"missing\.qcow2") as e:
-        harness.run_vm(spec, calls.append)
-    assert not isinstance(e.value, harness.EmulatorCrashed)
+    with pytest.raises(qemu.VMError, match=r"missing\.qcow2") as e:
+        qemu.run_vm(spec, calls.append)
+    assert not isinstance(e.value, qemu.EmulatorCrashed)
     assert calls == []
 
 
 def test_logwatch_strips_escapes_and_moves_past_matches(tmp_path: Path) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"\x1b[2J\x1b[01;01HBdsDxe: loading\r\nlogin: \x1b[0;32mOK\x1b[0m\n")
-    w = harness.LogWatch(log)
+    w = qemu.LogWatch(log)
     m = w.search(re.compile(r"BdsDxe: loading\nlogin: OK"))
     assert m
     w.cursor = m.end()
@@ -140,3 +140,16 @@ def test_logwatch_strips_escapes_and_moves_past_matches(tmp_path: Path) -> None:
     with log.open("ab") as f:
         f.write(b"BdsDxe again\n")
     assert w.search(re.compile("BdsDxe again"))
+
+
+def test_a_host_without_qemu_ovmf_or_swtpm_is_told_which_package_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(qemu, "QEMU", str(tmp_path / "qemu-system-x86_64"))
+    monkeypatch.setattr(qemu, "SWTPM", str(tmp_path / "swtpm"))
+    monkeypatch.setattr(firmware, "OVMF_CODE", tmp_path / "OVMF_CODE_4M.secboot.fd")
+    monkeypatch.setattr(firmware, "OVMF_VARS", tmp_path / "OVMF_VARS_4M.fd")
+    problems = qemu.host_problems(tpm=True)
+    assert [p.split(" is missing (install ")[1].split(":")[0] for p in problems] == \
+        ["qemu-system-x86", "ovmf", "ovmf", "swtpm"], problems
+    assert all(str(tmp_path) in p for p in problems), problems
+    assert len(qemu.host_problems()) == 3  # no TPM wanted: swtpm is not a problem

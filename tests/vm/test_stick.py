@@ -13,7 +13,9 @@ import base64
 import re
 
 import pytest
-from conftest import Boot, Stick
+from conftest import Stick
+
+from anklume.vm.boot import Boot
 
 pytestmark = pytest.mark.vm
 

@@ -25,11 +25,10 @@ import base64
 from dataclasses import dataclass
 from pathlib import Path
 
-import disk
-import guest
-import harness
 import pytest
-from conftest import (
+
+from anklume.vm import disk, guest, qemu
+from anklume.vm.boot import (
     SKIP_WIZARD,
     Boot,
     boot_and_check,
@@ -39,15 +38,8 @@ from conftest import (
     record_timing,
     restart_delay,
 )
-from update_media import (
-    EMPTY_INFRA,
-    STICK_LABEL,
-    build_version,
-    bump,
-    ext4_disk,
-    publish,
-    usb_stick_args,
-)
+from anklume.vm.builds import version as build_version
+from anklume.vm.media import EMPTY_INFRA, STICK_LABEL, bump, ext4_disk, publish, usb_stick_args
 
 pytestmark = pytest.mark.vm
 
@@ -234,7 +226,7 @@ def update_run(artifacts, builds: Builds, tmp_path_factory: pytest.TempPathFacto
         # (`anklume update status` among them) before the restart stops it.
         credentials={"anklume.infra": EMPTY_INFRA},
         extra_args=[*usb_stick_args(stick),
-                    *harness.hotplug_disk_args("upddir", other, chassis=6, fmt="raw")],
+                    *qemu.hotplug_disk_args("upddir", other, chassis=6, fmt="raw")],
     )
     cut = boot_and_check("update-power-cut", disk_path, cut_power_at=r"ANKLUME-TEST upd.cut=\w+",
                          **common)
@@ -400,7 +392,7 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
     v1, v2 = artifacts.version, bump(artifacts.version, 1)
     uki = next(v2_build.glob(f"anklume_{v2}.efi"))
     disk.Esp(image).write(f"/EFI/Linux/anklume_{v2}+1.efi", uki.read_bytes())
-    spec = harness.VMSpec(
+    spec = qemu.VMSpec(
         name="update-mismatch", disk=image, disk_format="raw", vars_template=ready_vars(),
         log_dir=log_dir_for("update-mismatch"),
         smbios=(guest.smbios_credentials(guest.check_script(MISMATCH_FACTS, core=False))
@@ -409,7 +401,7 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
     )
     too_early = [r"ANKLUME-TEST check=started"]
 
-    def body(vm: harness.VM) -> tuple[str, guest.Report]:
+    def body(vm: qemu.VM) -> tuple[str, guest.Report]:
         # V2's initrd: no partition with the UUID its usrhash= names, said as soon as the boot
         # disk's partition table is known (not after the device job's 90 s).
         vm.wait_for(r"anklume: this version's /usr slot is not on the boot disk",
@@ -426,7 +418,7 @@ def test_a_new_version_whose_usr_cannot_be_mounted_restarts_and_the_old_one_come
         vm.stop(timeout=5)  # this machine's last boot: V1's shutdown is proved by other boots
         return vm.serial.text(), guest.parse_report(vm.channel.text())
 
-    serial, r = harness.run_vm(spec, body)
+    serial, r = qemu.run_vm(spec, body)
     stop = serial.index("anklume: the boot stopped in the initrd")
     assert "usr" in serial[max(0, stop - 3000):stop], serial[max(0, stop - 3000):stop]
     assert r.get("mm.version") == v1, r.facts
