@@ -96,9 +96,9 @@ def wait_on_serial(vm: qemu.VM, found: Callable[[str], _T], what: str, timeout: 
 def restart_delay(seconds: int) -> dict[str, str]:
     """The credential that shortens the 30 s before a stopped or unhealthy boot restarts
     (image/initrd/usr/lib/anklume/restart-delay), for machines whose restarts are the point, not
-    their countdown's length. The countdown races the check script: a restart from the booted
-    OS stops it, so `seconds` must leave it time to report what it saw (the update machine
-    reports too much to shorten it). test_boot.py's corrupted /usr keeps and asserts 30 s."""
+    their countdown's length. A restart cannot cut the check's report short, however short the
+    countdown: the check unit's stop waits for the script's `reported` (vm/guest.py).
+    test_boot.py's corrupted /usr keeps and asserts 30 s."""
     return {"anklume.restart_delay": str(seconds)}
 
 

@@ -28,6 +28,8 @@ UNIT = "anklume-test.service"
 SCRIPT_CREDENTIAL = "anklume.test.script"
 LINE = re.compile(r"^ANKLUME-TEST (?P<key>[A-Za-z0-9_.-]+)=(?P<value>.*)$", re.M)
 RESULT = re.compile(r"^ANKLUME-TEST-RESULT (?P<result>ok|fail)(?P<reasons>.*)$", re.M)
+# Made by the script's `reported` (tmpfs: once per boot); the unit's stop waits for it.
+REPORTED = "/run/anklume-test.reported"
 
 _UNIT_TEXT = f"""\
 [Unit]
@@ -42,6 +44,13 @@ After=multi-user.target
 Type=exec
 ImportCredential={SCRIPT_CREDENTIAL}
 ExecStart=/bin/sh ${{CREDENTIALS_DIRECTORY}}/{SCRIPT_CREDENTIAL}
+# A restart the guest makes by itself (the health gate's countdown, an update's reboot) stops
+# this unit first: the stop waits until the script has said all it had to (`reported`), so a
+# restart cannot cut a report short, however short its countdown. A script that never says so
+# holds the shutdown for at most 5 minutes.
+ExecStop=/bin/sh -c 'i=0; while [ ! -e {REPORTED} ] && [ $$i -lt 600 ]; do \\
+    sleep 0.5; i=$$((i + 1)); done'
+TimeoutStopSec=330
 StandardOutput=journal+console
 StandardError=journal+console
 """
@@ -73,12 +82,14 @@ efistr() {  # UTF-16LE string variable (systemd-boot's Loader* variables), ASCII
     [ -e "$f" ] || { echo missing; return; }
     cat "$f" | tail -c +5 | tr -d '\000'
 }
+# Before waiting for a restart (or making one): everything is said, the unit's stop may go on.
+reported() { sync; : >@REPORTED@; }
 say "check=started"
 @BODY@
 if [ -z "$fails" ]; then r=ok; else r="fail$fails"; fi
 printf 'ANKLUME-TEST-RESULT %s\n' "$r" >>"$port"
 [ "$port" = /dev/ttyS0 ] || printf 'ANKLUME-TEST-RESULT %s\n' "$r" >/dev/ttyS0 2>/dev/null
-sync
+reported
 systemctl poweroff --no-block
 """
 
@@ -246,7 +257,7 @@ say "trial.firewall=$(systemctl is-active anklume-firewall.service)"
 say "trial.incus=$(systemctl is-active incus.service):$(systemctl is-active incus.socket)"
 say "trial.health_log_b64=$(journalctl -b -u anklume-health.service -o cat --no-pager 2>&1 \
     | grep -E '^(ok|FAIL) ' | base64 -w0)"
-[ "$action" = restart ] && sleep 900
+[ "$action" = restart ] && { reported; sleep 900; }
 """
 
 # Failure injection for the trial boot: the isolation table cannot load (the real script, its
@@ -457,7 +468,8 @@ def check_script(extra: str = "", core: bool = True) -> str:
     """The injected script: the full boot checks (`core`), then `extra`, then the result line
     and a power-off. Without `core`, only `extra` runs (boots that check one thing quickly)."""
     body = (_CORE if core else "") + extra
-    script = _SCRIPT.replace("@PORT@", TEST_PORT).replace("@BODY@", body)
+    script = (_SCRIPT.replace("@PORT@", TEST_PORT).replace("@REPORTED@", REPORTED)
+              .replace("@BODY@", body))
     return "#!/bin/sh\n# anklume VM test checks (injected)\n" + script
 
 
