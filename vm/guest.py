@@ -353,6 +353,27 @@ fi
 
 # Steady state (a later boot of the same disk): every timer's job run now (the settle window
 # that timers would otherwise need hours for), then no failed unit, and what repart did.
+# CPU between the appliance and its containers (image/extra/.../system.slice.d): the cgroup
+# weights, then two containers and a transient service of the appliance's own burn CPU side by
+# side; the CPU time each got over the same 6 s (usage_usec deltas, not wall time).
+CPU_FACTS = r"""
+say "cpu.weight.system=$(cat /sys/fs/cgroup/system.slice/cpu.weight)"
+say "cpu.weight.containers=$(cat /sys/fs/cgroup/lxc.payload.*/cpu.weight | sort -u | paste -sd, -)"
+spin='timeout 14 sh -c "while :; do :; done"'  # incus exec takes seconds to start one
+incus exec --project work work-dev -- sh -c "$spin" >/dev/null 2>&1 &
+incus exec --project perso perso-box -- sh -c "$spin" >/dev/null 2>&1 &
+systemd-run --quiet --unit=anklume-test-spin sh -c "$spin"
+sleep 5
+usage() { sed -n 's/^usage_usec //p' "/sys/fs/cgroup/$1/cpu.stat" 2>/dev/null || echo 0; }
+groups="system.slice/anklume-test-spin.service lxc.payload.work_work-dev"
+groups="$groups lxc.payload.perso_perso-box"
+u0=""; for g in $groups; do u0="$u0 $(usage "$g")"; done
+sleep 6
+u1=""; for g in $groups; do u1="$u1 $(usage "$g")"; done
+say "cpu.spin_usec=$(echo $u0 $u1 | awk '{print $4 - $1 "," $5 - $2 "," $6 - $3}')"
+wait
+"""
+
 STEADY_FACTS = r"""
 timers=$(systemctl list-units --type=timer --state=active --plain --no-legend | awk '{print $1}')
 for t in $timers; do

@@ -83,7 +83,8 @@ def main_boot(stick: Stick) -> Boot:
     onto the persistent partition (the path unit applies it at once)."""
     return boot_and_check("main-boot", stick.path, ssh=True, vars_template=firmware.OVMF_VARS,
                           script=guest.check_script(guest.AGENT_FACTS + guest.PLAN_FACTS
-                                                    + guest.ZFS_FACTS + guest.EDIT_INFRA))
+                                                    + guest.CPU_FACTS + guest.ZFS_FACTS
+                                                    + guest.EDIT_INFRA))
 
 
 @pytest.fixture(scope="session")

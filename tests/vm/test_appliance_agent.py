@@ -131,6 +131,22 @@ def test_isolation_is_loaded_before_incus_starts(main_boot: Boot) -> None:
     assert "the default table" in r["firewall_log"], r["firewall_log"]
 
 
+def test_busy_containers_cannot_starve_the_appliances_own_services(main_boot: Boot) -> None:
+    """The appliance's services (system.slice: agent, health gate, Incus, sshd) weigh ten
+    containers each: with two containers and one of its services all burning CPU, the service
+    gets most of it. At equal weights it would get a third, and a starved health gate fails a
+    healthy boot, which rolls it back (image/extra/usr/lib/systemd/system/system.slice.d)."""
+    r = main_boot.report
+    assert r["cpu.weight.system"] == "1000", r["cpu.weight.system"]
+    assert r["cpu.weight.containers"] == "100", r["cpu.weight.containers"]
+    service, *containers = (int(v) for v in r["cpu.spin_usec"].split(","))
+    # Each container really burnt CPU in the window, or the share below would prove nothing.
+    assert all(c > 0 for c in containers), r["cpu.spin_usec"]
+    share = service / (service + sum(containers))
+    # 1000 / (1000 + 100 + 100) = 0.83 by weight; equal weights give 0.33.
+    assert share > 0.6, f"the service got {share:.0%} of the CPU: {r['cpu.spin_usec']}"
+
+
 def test_health_gate_passes_and_boot_completes(main_boot: Boot) -> None:
     r = main_boot.report
     assert r["unit.anklume-health.service"] == "active", _logs(main_boot)
