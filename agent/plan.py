@@ -79,8 +79,10 @@ class Action:
         if self.op is Op.START:
             # Higher boot priority first, like Incus's own boot order: 4.0 (100) .. 4.1 (0).
             return 4 + (100 - boot_priority(self.desired)) / 1000
-        return {Kind.PROJECT: 1, Kind.NETWORK: 1, Kind.PROFILE: 2, Kind.FIREWALL: 2,
-                Kind.IMAGE: 2, Kind.INSTANCE: 3}[self.kind]
+        # A shipped image goes into the default project, which always exists: its import (the
+        # longest step of a first deploy under emulation) runs beside the projects and bridges.
+        return {Kind.PROJECT: 1, Kind.NETWORK: 1, Kind.IMAGE: 1, Kind.PROFILE: 2,
+                Kind.FIREWALL: 2, Kind.INSTANCE: 3}[self.kind]
 
 
 @dataclass(frozen=True)

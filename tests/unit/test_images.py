@@ -74,6 +74,9 @@ def test_with_shipped_serves_the_names_and_wants_the_image_imported_first(tmp_pa
                                                    if a.kind is Kind.INSTANCE)
     creates = [a for a in p if a.kind is Kind.INSTANCE and a.op is Op.CREATE]
     assert creates and all(imp.key in a.depends_on for a in creates)
+    # Into the default project, which always exists: on the first level, beside the projects
+    # and bridges (the longest step of a first deploy does not wait for them).
+    assert {a.kind for a in p.levels()[0]} == {Kind.PROJECT, Kind.NETWORK, Kind.IMAGE}
     assert "+ image " + "cd" * 32 in format_plan(p)
     have = State.of([Resource(Kind.IMAGE, "cd" * 32,
                               config=frozen_map({"aliases": "anklume/debian-13"}))])
