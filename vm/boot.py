@@ -25,12 +25,11 @@ BOOT_FAILURES = [
     r"(?i)security violation",
 ]
 
-# Under TCG one boot is ~40 s to multi-user; a boot from setup mode adds the key enrolment reboot.
-# These are ceilings for a hang, not expectations.
 _T = TypeVar("_T")
 
+# Under TCG one boot is ~40 s to multi-user; a boot from setup mode adds the key enrolment reboot.
+# These are ceilings for a hang, not expectations.
 FIRST_BOOT_TIMEOUT = float(os.environ.get("ANKLUME_VM_BOOT_TIMEOUT", 600))
-
 
 
 def log_dir_for(name: str) -> Path:
