@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import re
 import struct
 from collections.abc import Sequence
@@ -51,6 +53,23 @@ def key_problem(line: str) -> str | None:
     if inner != kind:
         return f"the key data says {inner!r}, the line says {kind!r}"
     return None
+
+
+def yescrypt(password: str) -> str:
+    """`password` hashed with yescrypt and a random salt, by libxcrypt (the library passwd and
+    PAM use): Python 3.13 has no crypt module and `openssl passwd` knows no yescrypt. In
+    process, so the password never reaches a command's argv or stdin."""
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    # No random bytes given: libxcrypt draws the salt from the kernel itself.
+    setting = lib.crypt_gensalt(b"$y$", 0, None, 0)
+    hashed = lib.crypt(password.encode(), setting) if setting else None
+    if not hashed or hash_problem(hashed.decode()) is not None:
+        raise OSError("libxcrypt could not hash the password with yescrypt")
+    return str(hashed.decode())
 
 
 def chpasswd_stdin(root_hash: str) -> str:

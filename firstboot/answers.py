@@ -32,6 +32,10 @@ ADMIN_KEYS = frozenset({"root_password_hash", "ssh_authorized_keys"})
 CREDENTIAL = "anklume.firstboot.answers"
 VOLUME_LABEL = "ANKLUME-CFG"
 VOLUME_FILE = "anklume-answers.yml"
+# A machine provisioned to stay in live mode (kiosks, tests): no setup offer on the consoles,
+# and no ANKLUME-CFG volume read, so a volume plugged in by someone else makes no pool. The
+# answers credential still does: it comes from the same provisioner.
+SKIP_CREDENTIAL = "anklume.firstboot.skip"
 
 
 class AnswersError(PermanentError):
@@ -206,6 +210,15 @@ def load(path: Path) -> Answers:
     except OSError as e:
         raise AnswersError([Problem("", f"cannot read: {e.strerror}", None, str(path))]) from None
     return parse(text, str(path))
+
+
+def volume_refused(credentials_dir: str | None) -> bool:
+    """True when the machine is provisioned to stay in live mode and no answers credential
+    overrides it: an ANKLUME-CFG volume is then not even mounted."""
+    if not credentials_dir:
+        return False
+    d = Path(credentials_dir)
+    return (d / SKIP_CREDENTIAL).is_file() and not (d / CREDENTIAL).is_file()
 
 
 def find(credentials_dir: str | None, volume_mounts: Sequence[Path]) -> Path | None:

@@ -56,8 +56,16 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
         con.say(f"The first boot is already done ({done.backend} pool {done.pool_name} on "
                 f"{done.disk_by_id}); nothing to do.")
         return DONE
-    path = answers_file or answers.find(os.environ.get("CREDENTIALS_DIRECTORY"),
-                                        volume_mounts() if not tty else ())
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if answers_file is None and not tty and answers.volume_refused(creds):
+        con.say(f"A volume labelled {answers.VOLUME_LABEL} is ignored: this machine is "
+                f"provisioned to stay in live mode ({answers.SKIP_CREDENTIAL} credential). "
+                "No pool is made from it.")
+        return NO_ANSWERS
+    # The credential first: the volume is mounted only when it is the one left to read.
+    path = answers_file or answers.find(creds, ())
+    if path is None and not tty:
+        path = answers.find(None, volume_mounts())
     c = ctx()
     p: plan_mod.Plan | None
     if path is not None:

@@ -11,15 +11,14 @@ from anklume.firstboot import admin, answers, diskref, passphrase
 from anklume.firstboot import plan as plan_mod
 from anklume.firstboot.console import Console
 from anklume.firstboot.disks import Disk
-from anklume.run import run
 
 GiB = 1024**3
 HashPassword = Callable[[str], str]
 
 
 def hash_password(password: str) -> str:
-    # openssl reads the password on stdin: it never shows in argv or a log line.
-    return run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n").stdout.strip()
+    """Root's password as a yescrypt hash ($y$, Debian's own default) with a fresh salt."""
+    return admin.yescrypt(password)
 
 
 def _choose(con: Console, prompt: str, options: list[str], default: int | None = None) -> int:

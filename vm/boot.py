@@ -92,6 +92,43 @@ def wait_on_serial(vm: qemu.VM, found: Callable[[str], _T], what: str, timeout: 
     return hit
 
 
+def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[qemu.VM], None]:
+    """A person at the serial console: each text typed once its prompt appeared after the
+    previous one (a `console` for boot_and_check)."""
+    def console(vm: qemu.VM) -> None:
+        pos = 0
+        for prompt, text in steps:
+            def shown(t: str, p: str = prompt, s: int = pos) -> int:
+                # find() + 1: 0 when absent, so a prompt at the very start still counts
+                return t.find(p, s) + 1
+
+            pos = wait_on_serial(vm, shown, repr(prompt), timeout) - 1 + len(prompt)
+            time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
+            if text:
+                vm.type_serial(text)
+    return console
+
+
+LIVE_PASSWORD = "anklume live session password"
+LIVE_LOGIN_DONE = "LIVE-LOGIN-42"  # what the shell prints for `echo LIVE-LOGIN-$((6*7))`
+
+
+def live_root_login(password: str = LIVE_PASSWORD) -> Callable[[qemu.VM], None]:
+    """A person at the serial console of a live-mode machine: `root` at the login prompt,
+    an empty password first (refused), then `password` twice; in the shell it gives, a line
+    that says who it is and how root's password is now hashed, then `exit`."""
+    return dialogue(
+        ("login:", "root\n"),
+        ("New password for root:", "\n"),
+        ("The same again:", "\n"),
+        ("An empty password is refused.", ""),
+        ("New password for root:", password + "\n"),
+        ("The same again:", password + "\n"),
+        ("root@", "echo LIVE-LOGIN-$((6*7)) uid=$(id -u) hash=$(getent shadow root | cut -c6-8)\n"),
+        (LIVE_LOGIN_DONE, "exit\n"),
+    )
+
+
 def restart_delay(seconds: int) -> dict[str, str]:
     """The credential that shortens the 30 s before a stopped or unhealthy boot restarts
     (image/initrd/usr/lib/anklume/restart-delay), for machines whose restarts are the point, not

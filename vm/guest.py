@@ -455,6 +455,22 @@ systemctl stop systemd-hostnamed.service >/dev/null 2>&1
 say "workload.service=$a:$(systemctl is-active systemd-hostnamed.service 2>&1)"
 """
 
+# Live mode's logins and an ANKLUME-CFG volume on a machine provisioned to stay in live mode:
+# root is locked again at this boot (the session password of the previous boot lived in RAM),
+# so sulogin, the shell of every emergency and rescue stop, gives nothing (on a pty of its own,
+# Enter typed at its prompt); the volume made no pool.
+LIVE_LOCK_FACTS = r"""
+say "root_shadow_live=$(getent shadow root | cut -d: -f2)"
+say "sulogin_locked=$(printf '\n' | timeout 30 script -qec 'sulogin "$(tty)"' /dev/null 2>&1 \
+    | grep -c 'the root account is locked')"
+say "cfg_volume=$(readlink -f /dev/disk/by-label/ANKLUME-CFG 2>/dev/null)"
+say "cfg_firstboot_b64=$(journalctl -b -u anklume-firstboot.service -o cat --no-pager 2>&1 \
+    | tail -n 5 | base64 -w0)"
+say "cfg_record=$(test -e /var/lib/anklume/firstboot.json && echo present || echo absent)"
+say "cfg_unit_ran=$(systemctl show -P ConditionResult anklume-firstboot.service)"
+say "ssh_socket=$(systemctl is-active ssh.socket)"
+"""
+
 # Run from RAM: where /usr and the persistent state come from, and the all-clear.
 TORAM_FACTS = r"""
 say "cmdline=$(cat /proc/cmdline)"

@@ -50,6 +50,18 @@ def ext4_disk(tree: Path, image: Path, label: str) -> Path:
     return image
 
 
+def fat_volume(files: dict[str, str], image: Path, label: str) -> Path:
+    """A 4 MiB FAT volume without a partition table holding `files` (name -> text), as a
+    user would prepare on any OS (mtools: no loop device, no root)."""
+    image.unlink(missing_ok=True)
+    subprocess.run(["mformat", "-i", str(image), "-C", "-T", "8192", "-v", label, "::"],
+                   check=True, timeout=60, stdin=subprocess.DEVNULL)
+    for name, text in files.items():
+        subprocess.run(["mcopy", "-i", str(image), "-", f"::{name}"], input=text.encode(),
+                       check=True, timeout=60)
+    return image
+
+
 def usb_stick_args(image: Path) -> list[str]:
     return ["-device", "qemu-xhci,id=xhci-upd",
             "-drive", f"if=none,id=upd-drv,format=raw,readonly=on,file={image}",

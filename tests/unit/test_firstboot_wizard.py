@@ -150,6 +150,32 @@ def test_unattended_from_the_labeled_volume(tmp_path: Path) -> None:
     assert rc == flow.DONE
 
 
+def test_skip_credential_leaves_the_labeled_volume_unread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine provisioned to stay in live mode: a volume someone plugged in is not even
+    mounted, and says so; the answers credential (the provisioner's own) still counts."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / answers.SKIP_CREDENTIAL).write_text("1")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+
+    def mounted() -> list[Path]:
+        raise AssertionError("the ANKLUME-CFG volume was mounted")
+
+    con = Scripted([], [])
+    rc = flow.firstboot_run(con, answers_file=None, dry_run=False, yes=False, tty=False,
+                            ctx=ctx, volume_mounts=mounted, runner=no_command,
+                            root=tmp_path / "root")
+    assert rc == flow.NO_ANSWERS and "ANKLUME-CFG is ignored" in con.text, con.text
+    assert not (tmp_path / "root").exists()
+    (creds / answers.CREDENTIAL).write_text(yml(disk=EMPTY))
+    rec = Recorder()
+    rc = flow.firstboot_run(Scripted([], []), answers_file=None, dry_run=False, yes=False,
+                            tty=False, ctx=ctx, volume_mounts=mounted, runner=rec,
+                            root=tmp_path / "root")
+    assert rc == flow.DONE and rec.argvs[1][:2] == ["zpool", "create"]
+
+
 def test_no_answers_and_no_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     con = Scripted([], [])
@@ -178,3 +204,21 @@ def test_cli_dry_run_on_this_host_exits_2_for_an_unknown_disk(tmp_path: Path) ->
     assert proc.returncode == 2, proc.stderr
     assert f"{f}: nothing was changed" in proc.stderr
     assert "no disk has the by-id name, WWN or serial 'ata-NOT_ON_THIS_HOST_1'" in proc.stderr
+
+
+def test_the_wizard_hashes_root_password_with_yescrypt() -> None:
+    """The hash chpasswd -e gets: yescrypt with a fresh salt each time, accepted by the answers
+    file's own check, and the password verifies against it through libxcrypt (as login does)."""
+    import ctypes
+    import ctypes.util
+
+    from anklume.firstboot import admin, wizard
+
+    first, second = wizard.hash_password("correct horse"), wizard.hash_password("correct horse")
+    assert first.startswith("$y$") and first != second, (first, second)
+    assert admin.hash_problem(first) is None
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    assert lib.crypt(b"correct horse", first.encode()) == first.encode()
+    assert lib.crypt(b"wrong horse", first.encode()) != first.encode()

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from anklume.firstboot.answers import VOLUME_FILE, VOLUME_LABEL
 from anklume.image.artifacts import Artifacts
-from anklume.vm import builds, firmware, guest, qemu
-from anklume.vm.boot import Boot, FlashFailed, boot_and_check, flash_to_stick
+from anklume.vm import builds, firmware, guest, media, qemu
+from anklume.vm.boot import Boot, FlashFailed, boot_and_check, flash_to_stick, live_root_login
+from anklume.vm.pool import ROOT_PASSWORD, answers, password_hash
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +82,10 @@ def main_boot(stick: Stick) -> Boot:
     firmware variables (setup mode), so it also goes through Secure Boot key enrolment and its
     reboot: the one boot that proves systemd-boot's enrolment (all others start enrolled). The
     agent deploys the embedded default infra; at the end the check writes a broken infra.yml
-    onto the persistent partition (the path unit applies it at once)."""
+    onto the persistent partition (the path unit applies it at once). Meanwhile a person at
+    the serial console logs in as root: live mode asks them to choose a session password."""
     return boot_and_check("main-boot", stick.path, ssh=True, vars_template=firmware.OVMF_VARS,
+                          console=live_root_login(),
                           script=guest.check_script(guest.AGENT_FACTS + guest.PLAN_FACTS
                                                     + guest.CPU_FACTS + guest.ZFS_FACTS
                                                     + guest.EDIT_INFRA))
@@ -93,12 +97,16 @@ def second_boot(main_boot: Boot, stick: Stick) -> Boot:
     persistent partition is reused and holds the broken infra.yml the main boot left there.
     Steady state: every timer's job runs once, then no unit may have failed. At the end the
     next boot is set to "Run from RAM", and the stick is pulled out from under the running
-    system: the control for the toram boot (the same reads must fail here)."""
+    system: the control for the toram boot (the same reads must fail here). A second USB
+    stick is plugged in, an ANKLUME-CFG volume whose answers would make a pool on the blank
+    data disk: this machine is provisioned to stay in live mode, so it must make none."""
+    cfg = media.fat_volume({VOLUME_FILE: answers("zfs", password_hash(ROOT_PASSWORD))},
+                           stick.path.with_name("cfg.img"), VOLUME_LABEL)
     return boot_and_check(
         "second-boot", stick.path, vars_template=main_boot.vars_after, boot_bus="usb", ssh=True,
-        unplug_boot_disk=True, power_off=False,
-        script=guest.check_script(guest.AGENT_FACTS + guest.STEADY_FACTS + guest.ONESHOT_TORAM
-                                  + guest.UNPLUG_WORKLOAD),
+        unplug_boot_disk=True, power_off=False, extra_args=media.usb_stick_args(cfg),
+        script=guest.check_script(guest.AGENT_FACTS + guest.LIVE_LOCK_FACTS + guest.STEADY_FACTS
+                                  + guest.ONESHOT_TORAM + guest.UNPLUG_WORKLOAD),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from anklume.vm import disk, guest, qemu
 from anklume.vm.boot import (
     DATA_DISK_BYTES,
     DATA_DISK_SERIAL,
+    LIVE_PASSWORD,
     Boot,
     log_dir_for,
     ready_vars,
@@ -53,6 +54,35 @@ def test_logins_and_machine_id_on_the_read_only_os(main_boot: Boot) -> None:
     assert r["getty_serial"] == "active", r["getty_serial"]
     assert r["getty_tty1"] == "active", r["getty_tty1"]
     assert re.fullmatch(r"[0-9a-f]{32}", r["machine_id"]), r["machine_id"]
+
+
+def test_live_mode_root_is_locked_until_the_console_chooses_a_password(main_boot: Boot) -> None:
+    """Root is locked in the image. In live mode, `root` at the console's login prompt asks for
+    a password for this session: an empty one is refused, the chosen one opens a root shell and
+    is kept as a yescrypt hash (in /etc, a tmpfs: gone at shutdown, see the second boot)."""
+    s = main_boot.serial
+    at = s.find("Live mode: root has no password.")
+    assert at > s.find("login:") > 0, s[-3000:]
+    after = s[at:]
+    assert "An empty password is refused." in after, after[:2000]
+    assert "Root's password for this session is set." in after, after[:2000]
+    assert re.search(r"LIVE-LOGIN-42 uid=0 hash=\$y\$", after), after[:3000]
+    assert LIVE_PASSWORD not in s, "the session password was echoed"
+
+
+def test_a_stopped_boot_gives_no_shell_without_roots_credential(second_boot: Boot) -> None:
+    """The previous boot's session password lived in RAM: root is locked again, so sulogin
+    (the shell of every emergency and rescue stop in the OS) refuses to open one."""
+    r = second_boot.report
+    assert r["root_shadow_live"].startswith("!"), r["root_shadow_live"]
+    assert r["sulogin_locked"] == "1", r["sulogin_locked"]
+
+
+def test_boot_menu_editor_is_off(artifacts) -> None:
+    """Host side: the ESP's loader.conf, which systemd-boot reads, turns the menu's command-line
+    editor off (init=/bin/sh from the keyboard on a machine without Secure Boot)."""
+    conf = disk.Esp(artifacts.raw).read("/loader/loader.conf").decode().split("\n")
+    assert "editor no" in conf, conf
 
 
 def test_disk_hot_unplug_works_in_the_guest(main_boot: Boot) -> None:
@@ -313,6 +343,10 @@ def test_corrupted_usr_is_detected_by_verity(artifacts, scratch: Path) -> None:
         assert vm.resets() > resets
         assert restarted_at - stopped_at >= 25, "restarted without the countdown"
         assert "ANKLUME-TEST" not in vm.channel.text()
+        # The initrd's emergency shell (sulogin) is no way in: root is locked there too.
+        serial = vm.serial.text()
+        assert "Cannot open access to console, the root account is locked." in serial, \
+            serial[-3000:]
         record_timing(vm, f"corruption detected after {detected_at:.1f} s, boot stopped "
                           f"({stop.group(0)!r}) after {stopped_at:.1f} s, restarted after "
                           f"{restarted_at:.1f} s")

@@ -21,7 +21,6 @@ import hashlib
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from anklume.vm.boot import (
     DATA_DISK_SERIAL,
     Boot,
     boot_and_check,
-    wait_on_serial,
+    dialogue,
 )
 from anklume.vm.pool import (
     PASSPHRASE,
@@ -94,6 +93,9 @@ say "instances=$(incus list --all-projects -c ns --format csv 2>&1 | paste -sd '
 say "root_shadow=$(getent shadow root | cut -d: -f2)"
 say "hostid=$(hostid)"
 say "tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)"
+at() { systemctl show -P ActiveEnterTimestampMonotonic "$1"; }
+say "ssh_socket=$(systemctl is-active ssh.socket) $(at ssh.socket)"
+say "unlock_done_at=$(at anklume-unlock.service)"
 """
 
 # What TPM2 enrolment left: the LUKS tokens, the sealed ZFS passphrase (as a hash), and whether
@@ -145,31 +147,21 @@ def _result(boot: Boot) -> dict:
 
 TYPED_PASSPHRASE = "Vivid otter climbs 7 quiet hills"
 
-# Root's password from the shadow entry's own salt: the wizard hashes with a random salt.
+# Root's password checked against the shadow entry by libxcrypt, as login does: the wizard
+# hashes with yescrypt and a random salt.
 ROOT_LOGIN = r"""
 h=$(getent shadow root | cut -d: -f2)
-salt=$(printf '%s' "$h" | cut -d'$' -f3)
-again=$(printf '%s' '@PW@' | openssl passwd -6 -salt "$salt" -stdin)
-say "root_password_ok=$([ "$again" = "$h" ] && echo yes || echo no)"
+say "root_hash_kind=$(printf '%s' "$h" | cut -c1-3)"
+ok=$(printf '%s' '@PW@' | python3 -c 'import ctypes, sys
+lib = ctypes.CDLL("libcrypt.so.1"); lib.crypt.restype = ctypes.c_char_p
+h = sys.argv[1].encode()
+print("yes" if lib.crypt(sys.stdin.read().encode(), h) == h else "no")' "$h")
+say "root_password_ok=$ok"
 say "wizard_units=$(systemctl show -P ActiveState anklume-wizard@ttyS0.service \
     anklume-wizard@tty1.service | grep . | paste -sd, -)"
 say "offer_outcome=$(cat /run/anklume/wizard-finished 2>/dev/null)"
 say "offer_claim=$(cat /run/anklume/wizard-console 2>/dev/null)"
 """.replace("@PW@", ROOT_PASSWORD)
-
-
-def dialogue(*steps: tuple[str, str], timeout: float = 900) -> Callable[[qemu.VM], None]:
-    """Type on the serial console: each text once its prompt appeared after the previous one."""
-    def console(vm: qemu.VM) -> None:
-        pos = 0
-        for prompt, text in steps:
-            # find() + 1: 0 when absent, so a prompt at the very start still counts as found
-            at = wait_on_serial(vm, lambda t, p=prompt, s=pos: t.find(p, s) + 1, repr(prompt),
-                                timeout)
-            pos = at - 1 + len(prompt)
-            time.sleep(1)  # the prompt is read by now (and no-echo set for secrets)
-            vm.type_serial(text)
-    return console
 
 
 def setup_on_console(secret: str) -> Callable[[qemu.VM], None]:
@@ -284,11 +276,11 @@ def _check_created(boot: Boot, backend: str, unattended: bool) -> None:
     assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
     assert "work-dev,RUNNING" in r["instances"], r["instances"]
     assert r["marker_write_rc"] == "0", r["marker_write_rc"]
-    # Root's console login now needs the password set at setup (it had none before).
+    # Root's console login now needs the password set at setup (locked before).
     if unattended:
         assert r["root_shadow"] == password_hash(ROOT_PASSWORD), r["root_shadow"]
     else:
-        assert r["root_password_ok"] == "yes"
+        assert r["root_password_ok"] == "yes" and r["root_hash_kind"] == "$y$", r["root_hash_kind"]
 
 
 def _check_unlocked(first: Boot, second: Boot) -> None:
@@ -298,6 +290,11 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     assert "state=unlocked" in _b64(r, "pool_status_b64"), _b64(r, "pool_status_b64")
     assert r["system_state"] == "running", f"{r['failed_units']}{_logs(second)}"
     assert r["marker_read"] == first.report["marker_written"], (r["marker_read"], _logs(second))
+    # No remote way in while the passphrase is read: sshd's socket listens only once the unlock
+    # is done (anklume-ssh.service), not with the other sockets early in the boot.
+    state, ssh_at = r["ssh_socket"].split()
+    assert state == "active" and int(ssh_at) >= int(r["unlock_done_at"]) > 0, \
+        (r["ssh_socket"], r["unlock_done_at"])
     res = _result(second)
     assert res["trigger"] == "boot" and res["outcome"] == "success", res
     assert res["counts"]["changes"] == 0, (res, _logs(second))

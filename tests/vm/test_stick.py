@@ -96,6 +96,18 @@ def test_second_boot_is_steady(second_boot: Boot) -> None:
 # --- pulling the stick out -----------------------------------------------------------------------
 
 
+def test_a_config_volume_is_ignored_where_live_mode_was_provisioned(second_boot: Boot) -> None:
+    """A machine provisioned to stay in live mode (the anklume.firstboot.skip credential): an
+    ANKLUME-CFG stick plugged in, with answers that would make a pool on the blank data disk,
+    makes none."""
+    r = second_boot.report
+    assert r["cfg_volume"].startswith("/dev/sd"), "the guest never saw the ANKLUME-CFG stick"
+    assert r["cfg_record"] == "absent", "a pool was made from the volume"
+    log = base64.b64decode(r["cfg_firstboot_b64"]).decode(errors="replace")
+    if r["cfg_unit_ran"] == "yes":  # its condition saw the volume: it must say why it stopped
+        assert "ANKLUME-CFG is ignored" in log, log
+
+
 def test_without_toram_pulling_the_stick_breaks_the_os(second_boot: Boot) -> None:
     """The control for the toram test: the same workload after the same unplug fails when the
     OS runs from the stick (so the toram test can fail)."""
