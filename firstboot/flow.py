@@ -64,8 +64,10 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
         return NO_ANSWERS
     # The credential first: the volume is mounted only when it is the one left to read.
     path = answers_file or answers.find(creds, ())
+    from_volume = False
     if path is None and not tty:
         path = answers.find(None, volume_mounts())
+        from_volume = path is not None
     c = ctx()
     p: plan_mod.Plan | None
     if path is not None:
@@ -103,4 +105,8 @@ def firstboot_run(con: Console, *, answers_file: Path | None, dry_run: bool, yes
                             p.answers.action == "create" else "imported by the first-boot wizard",
                             made, root / paths.pool_status_file().relative_to("/"))
     con.say("The data pool is ready; the first boot is done.")
+    if from_volume:
+        con.say(f"WARNING: {answers.VOLUME_FILE} on the {answers.VOLUME_LABEL} volume holds the "
+                "pool's passphrase in plain text: erase the file (or the whole volume) now, and "
+                "keep the volume away from this machine.")
     return DONE

@@ -471,6 +471,11 @@ say "cfg_unit_ran=$(systemctl show -P ConditionResult anklume-firstboot.service)
 say "ssh_socket=$(systemctl is-active ssh.socket)"
 """
 
+# What the initrd made of the persistent partition (state, device, reason).
+PERSIST_FACTS = r"""
+say "persist_status_b64=$(base64 -w0 /run/anklume/persist 2>/dev/null)"
+"""
+
 # Run from RAM: where /usr and the persistent state come from, and the all-clear.
 TORAM_FACTS = r"""
 say "cmdline=$(cat /proc/cmdline)"

@@ -62,6 +62,12 @@ def fat_volume(files: dict[str, str], image: Path, label: str) -> Path:
     return image
 
 
+def second_disk_args(image: Path) -> list[str]:
+    """`image` (qcow2) as one more virtio disk, never booted from: another stick left in."""
+    return ["-drive", f"if=none,id=twin-drv,format=qcow2,file={image}",
+            "-device", "virtio-blk-pci,drive=twin-drv,id=twin"]
+
+
 def usb_stick_args(image: Path) -> list[str]:
     return ["-device", "qemu-xhci,id=xhci-upd",
             "-drive", f"if=none,id=upd-drv,format=raw,readonly=on,file={image}",

@@ -135,10 +135,14 @@ def test_unattended_from_the_labeled_volume(tmp_path: Path) -> None:
     vol.mkdir()
     (vol / "anklume-answers.yml").write_text(yml(disk=EMPTY))
     rec = Recorder()
-    rc = flow.firstboot_run(Scripted([], []), answers_file=None, dry_run=False, yes=False,
+    con = Scripted([], [])
+    rc = flow.firstboot_run(con, answers_file=None, dry_run=False, yes=False,
                             tty=False, ctx=ctx, volume_mounts=lambda: [vol], runner=rec,
                             root=tmp_path / "root")
     assert rc == flow.DONE and rec.argvs[0] == ["modprobe", "zfs"]
+    # The volume still holds the passphrase: the console says to destroy it.
+    assert "WARNING: anklume-answers.yml on the ANKLUME-CFG volume holds the pool's passphrase" \
+        in con.text, con.text
     assert rec.argvs[1][:2] == ["zpool", "create"]
     # This boot's pool state, for the agent (it deploys only onto an unlocked pool).
     status = (tmp_path / "root/run/anklume/pool-status").read_text()

@@ -17,7 +17,7 @@ import pytest
 
 from anklume.firstboot.answers import VOLUME_FILE, VOLUME_LABEL
 from anklume.image.artifacts import Artifacts
-from anklume.vm import builds, firmware, guest, media, qemu
+from anklume.vm import builds, disk, firmware, guest, media, qemu
 from anklume.vm.boot import Boot, FlashFailed, boot_and_check, flash_to_stick, live_root_login
 from anklume.vm.pool import ROOT_PASSWORD, answers, password_hash
 
@@ -126,11 +126,15 @@ SMALL_RAM_MIB = 1024
 
 
 @pytest.fixture(scope="session")
-def small_ram_boot(toram_boot: Boot, stick: Stick) -> Boot:
+def small_ram_boot(toram_boot: Boot, stick: Stick, artifacts: Artifacts) -> Boot:
     """"Run from RAM" again (chosen by the toram boot) on a machine with too little memory for
-    the copy: the boot must go on from the disk and say why. Only the toram facts are read."""
+    the copy: the boot must go on from the disk and say why. A second stick written from the
+    same image is plugged in (the same ESP partition UUID): which one booted cannot be told,
+    so neither persistent partition may be used."""
+    twin = disk.overlay(artifacts.raw, stick.path.with_name("twin.qcow2"))
     return boot_and_check(
         "small-ram-boot", stick.path, vars_template=toram_boot.vars_after,
-        memory_mib=SMALL_RAM_MIB, script=guest.check_script(guest.TORAM_FACTS, core=False),
+        memory_mib=SMALL_RAM_MIB, extra_args=media.second_disk_args(twin),
+        script=guest.check_script(guest.TORAM_FACTS + guest.PERSIST_FACTS, core=False),
         power_off=False,  # the stick's last boot; the main and toram boots proved shutdown
     )  # fmt: skip

@@ -167,6 +167,12 @@ def test_secure_boot_is_enabled_and_enforced(main_boot: Boot) -> None:
     assert "systemd-stub" in r["stub_info"], r["stub_info"]
     # A fresh OVMF starts in setup mode: systemd-boot enrols our keys and resets once.
     assert main_boot.resets >= 1, "no enrolment reboot seen on fresh firmware variables"
+    # What the user is told: `anklume status` reads the same variables, and neither it nor the
+    # console's greeting warns (they do when it is off or in setup mode: the unit tests
+    # test_secureboot.py and test_console_greeting.py give them those states).
+    status = base64.b64decode(r["status_b64"]).decode(errors="replace")
+    assert "secure boot: on" in status and "WARNING" not in status, status
+    assert "WARNING: Secure Boot" not in main_boot.serial
 
 
 def test_anklume_cli_in_the_image(main_boot: Boot, artifacts) -> None:

@@ -170,3 +170,13 @@ def test_toram_with_too_little_ram_boots_normally_and_says_why(small_ram_boot: B
     assert re.search(r"not running from RAM: not enough RAM", small_ram_boot.serial)
     slaves = r["usr_slaves"].split(",")
     assert slaves and not any(s.startswith("loop") for s in slaves), r["usr_slaves"]
+
+
+def test_a_twin_stick_from_the_same_image_is_never_trusted(small_ram_boot: Boot) -> None:
+    """Two disks carry the boot partition's UUID: the initrd cannot tell which one booted, so
+    it uses neither persistent partition (state in RAM) and says why on the console."""
+    status = _kv(_b64(small_ram_boot, "persist_status_b64"))
+    assert status.get("state") == "none", status
+    assert "2 disks carry the boot partition" in status.get("reason", ""), status
+    assert re.search(r"anklume: 2 disks carry the boot partition \S+ \(sticks written from one "
+                     r"image\?\)", small_ram_boot.serial), small_ram_boot.serial[-3000:]
