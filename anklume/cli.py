@@ -1,5 +1,7 @@
 """The `anklume` command line: one typer app that merges each feature's own app."""
 
+from typing import Any
+
 import typer
 
 from anklume import __version__
@@ -47,12 +49,46 @@ def _assemble() -> None:
 
 _assemble()
 
+# `anklume --help` lists the commands by what the user is doing, in this order; each command
+# shows its first sentence there (the whole text is in its own --help).
+PANELS: dict[str, tuple[str, ...]] = {
+    "Build and write the stick": ("build", "flash", "keys"),
+    "First boot": ("firstboot",),
+    "Your infra (infra.yml)": ("validate", "plan", "apply"),
+    "Updates": ("update", "publish"),
+    "The machine": ("status", "agent"),
+}
+
+
+def _first_sentence(text: str) -> str:
+    flat = " ".join(text.split("\n\n")[0].split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[: end + 1]
+
+
+def command() -> Any:
+    """The (click) command that `anklume` runs: the app, its commands grouped into PANELS.
+    Typed Any: typer ships its own copy of click, whose types it does not export."""
+    cmd: Any = typer.main.get_command(app)
+    ordered: dict[str, Any] = {}
+    for panel, names in PANELS.items():
+        for name in names:
+            sub = cmd.commands[name]  # a KeyError here: a command was renamed, fix PANELS
+            sub.rich_help_panel = panel  # what typer's help reads
+            if sub.help and not sub.short_help:
+                sub.short_help = _first_sentence(sub.help)
+            ordered[name] = sub
+    missing = set(cmd.commands) - set(ordered)
+    assert not missing, f"commands in no help panel: {sorted(missing)}"
+    cmd.commands = ordered
+    return cmd
+
 
 def run() -> None:
     """Entry point that turns our own errors into a clean message and exit status (with the
     traceback first under --debug, as its help promises)."""
     try:
-        app()
+        command()(prog_name="anklume")
     except AnklumeError as e:
         import logging
 
