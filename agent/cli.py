@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from anklume.agent import cli_reconcile, cli_runtime
+from anklume.agent import cli_reconcile, cli_remote, cli_runtime
 from anklume.agent.cli_common import PATH_ARG, load_or_exit
 
 app = typer.Typer()
@@ -23,3 +23,4 @@ def validate(path: Path | None = PATH_ARG) -> None:
 
 app.add_typer(cli_reconcile.app)
 app.add_typer(cli_runtime.app)
+cli_runtime.agent_app.command("receive")(cli_remote.receive_cmd)

@@ -9,6 +9,7 @@ import typer
 
 from anklume import exitcodes
 from anklume.agent.cli_common import PATH_ARG, load_or_exit
+from anklume.agent.cli_remote import HOST, IDENTITY, PORT, SSH_OPTIONS, run_on_host
 
 # The planning modules load in the commands, not here: every `anklume` run (the health gate at
 # each boot too) registers these commands, and under emulation each import costs seconds.
@@ -28,10 +29,23 @@ RECREATE = typer.Option(
 app = typer.Typer()
 
 
+def _flags(prune: bool, force: bool, recreate: bool, default_image: str | None) -> list[str]:
+    # The same choices, passed on to the appliance's `anklume agent receive`.
+    return [*(["--prune"] if prune else []), *(["--force"] if force else []),
+            *(["--recreate"] if recreate else []),
+            *(["--default-image", default_image] if default_image else [])]
+
+
 @app.command("plan")
 def plan_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = FORCE,
-             default_image: str | None = DEFAULT_IMAGE, recreate: bool = RECREATE) -> None:
+             default_image: str | None = DEFAULT_IMAGE, recreate: bool = RECREATE,
+             host: str | None = HOST, port: int | None = PORT, identity: Path | None = IDENTITY,
+             ssh_option: list[str] = SSH_OPTIONS) -> None:
     """Show what `apply` would change, as a diff (+ create, ~ update, - delete, > start)."""
+    if host is not None:
+        run_on_host(path, host, apply=False, flags=_flags(prune, force, recreate, default_image),
+                    port=port, identity=identity, options=ssh_option)
+        return
     from anklume.agent.plan_text import format_plan
     from anklume.agent.reconcile import reconcile
 
@@ -49,10 +63,23 @@ def apply_cmd(path: Path | None = PATH_ARG, prune: bool = PRUNE, force: bool = F
               default_image: str | None = DEFAULT_IMAGE,
               no_wait: bool = typer.Option(
                   False, "--no-wait",
-                  help="Fail at once (exit 75) when another apply is running.")) -> None:
+                  help="Fail at once (exit 75) when another apply is running."),
+              host: str | None = HOST, port: int | None = PORT,
+              identity: Path | None = IDENTITY, ssh_option: list[str] = SSH_OPTIONS,
+              yes: bool = typer.Option(False, "--yes", "-y",
+                                       help="With --host: apply without asking.")) -> None:
     """Make Incus and nftables match infra.yml; exit 1 if any resource failed. One apply runs
     at a time (shared with the boot agent): this waits for a running one, or with --no-wait
-    exits 75 naming it."""
+    exits 75 naming it. With --host: validated here, the appliance's plan shown, then on
+    confirmation installed there (where its agent reads infra.yml) and applied."""
+    if host is not None:
+        if dry_run:
+            run_on_host(path, host, apply=False, port=port, identity=identity,
+                        options=ssh_option, flags=_flags(prune, force, recreate, default_image))
+            return
+        run_on_host(path, host, apply=True, yes=yes, port=port, identity=identity,
+                    options=ssh_option, flags=_flags(prune, force, recreate, default_image))
+        return
     from anklume.agent.plan_text import format_plan, format_result
     from anklume.agent.reconcile import reconcile
 

@@ -42,8 +42,9 @@ def _assemble() -> None:
     from anklume.image import cli as image_cli
     from anklume.signing import cli as signing_cli
     from anklume.updates import cli as updates_cli
+    from anklume.vm import cli as vm_cli
 
-    for mod in (agent_cli, firstboot_cli, image_cli, signing_cli, updates_cli):
+    for mod in (agent_cli, firstboot_cli, image_cli, signing_cli, updates_cli, vm_cli):
         app.add_typer(mod.app)
 
 
@@ -53,6 +54,7 @@ _assemble()
 # shows its first sentence there (the whole text is in its own --help).
 PANELS: dict[str, tuple[str, ...]] = {
     "Build and write the stick": ("build", "flash", "keys"),
+    "Try it in a VM": ("vm",),
     "First boot": ("firstboot",),
     "Your infra (infra.yml)": ("validate", "plan", "apply"),
     "Updates": ("update", "publish"),
@@ -66,6 +68,14 @@ def _first_sentence(text: str) -> str:
     return flat if end < 0 else flat[: end + 1]
 
 
+def _short_helps(cmd: Any) -> None:
+    # Lists show each command's first sentence, in every group down the tree.
+    if cmd.help and not cmd.short_help:
+        cmd.short_help = _first_sentence(cmd.help)
+    for sub in getattr(cmd, "commands", {}).values():
+        _short_helps(sub)
+
+
 def command() -> Any:
     """The (click) command that `anklume` runs: the app, its commands grouped into PANELS.
     Typed Any: typer ships its own copy of click, whose types it does not export."""
@@ -75,8 +85,7 @@ def command() -> Any:
         for name in names:
             sub = cmd.commands[name]  # a KeyError here: a command was renamed, fix PANELS
             sub.rich_help_panel = panel  # what typer's help reads
-            if sub.help and not sub.short_help:
-                sub.short_help = _first_sentence(sub.help)
+            _short_helps(sub)
             ordered[name] = sub
     missing = set(cmd.commands) - set(ordered)
     assert not missing, f"commands in no help panel: {sorted(missing)}"

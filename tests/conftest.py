@@ -33,6 +33,7 @@ _FIXTURE_GROUPS = [
     ("pool-luks", {"luks_boots"}),
     ("pool-zfs", {"zfs_boots"}),
     ("update-mismatch", {"v2_build"}),
+    ("user-vm", {"user_vm"}),
 ]
 _INCUS_GROUP = "incus"  # tests/integration: one Incus daemon, one nft ruleset
 # The order work is handed out in. The updates first: two more image builds and about 25 min of

@@ -311,6 +311,12 @@ class VMSpec:
     # A TPM 2.0 (swtpm) whose state lives in this directory: the same directory at the next
     # boot is the same machine's TPM; None: no TPM, as on a machine without one.
     tpm_state: Path | None = None
+    # A machine that outlives this run (`anklume vm`): its sockets and firmware variables live
+    # here, and the variables carry over to the next start (vars_template only seeds them).
+    # None: a throwaway directory, fresh variables from vars_template at every start (tests).
+    state_dir: Path | None = None
+    # The user-mode network reaches out (NAT through this host), not only the SSH forward.
+    internet: bool = False
 
 
 class VM:
@@ -354,6 +360,10 @@ class VM:
     def vars_fd(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "OVMF_VARS.fd"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def argv(self) -> list[str]:
         assert self.workdir is not None
@@ -402,7 +412,8 @@ class VM:
         if s.ssh_forward_port is not None:
             args += [
                 "-netdev",
-                f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{s.ssh_forward_port}-:22",
+                f"user,id=net0,restrict={'off' if s.internet else 'on'},"
+                f"hostfwd=tcp:127.0.0.1:{s.ssh_forward_port}-:22",
                 "-device",
                 "virtio-net-pci,netdev=net0",
             ]
@@ -436,11 +447,18 @@ class VM:
             time.sleep(0.05)
 
     def start(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"anklume-vm-{self.spec.name}-"))
+        if self.spec.state_dir is not None:
+            self.workdir = self.spec.state_dir
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for stale in ("qmp.sock", "serial.sock", "swtpm.sock"):  # a previous run's
+                (self.workdir / stale).unlink(missing_ok=True)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"anklume-vm-{self.spec.name}-"))
         # Logs of an earlier run of the same test would confuse whoever reads them.
         shutil.rmtree(self.log_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.spec.vars_template, self.vars_fd)
+        if self.spec.state_dir is None or not self.vars_fd.exists():
+            shutil.copyfile(self.spec.vars_template, self.vars_fd)
         self.serial = LogWatch(self.serial_log)
         self.channel = LogWatch(self.channel_log)
         if self.spec.tpm_state is not None:
@@ -469,8 +487,20 @@ class VM:
             self._check_alive()
             raise VMError(f"QMP connection to {self.spec.name} failed: {e!r}", self) from e
 
+    def detach(self) -> None:
+        """Leave the emulator running on its own (it has its own session): a later process
+        reaches it through the sockets in spec.state_dir."""
+        assert self.spec.state_dir is not None, "only a machine with a state_dir outlives us"
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        self.proc = None
+        self.swtpm = None
+        self.workdir = None
+
     def stop(self, timeout: float = 20) -> None:
-        """QMP quit with a timeout, then SIGKILL; always removes the temporary directory."""
+        """QMP quit with a timeout, then SIGKILL; always removes the temporary directory (a
+        state_dir is kept)."""
         if self.proc is not None and self.proc.poll() is None and self.qmp is not None:
             with contextlib.suppress(Exception):
                 self.qmp.execute("quit", timeout=timeout)
@@ -490,13 +520,13 @@ class VM:
                 self.swtpm.kill()
             self.swtpm.wait(10)
             self.swtpm = None
-        if self.workdir is not None:
+        if self.workdir is not None and self.spec.state_dir is None:
             # Keep the firmware variables next to the logs: the enrolled keys are reusable.
             if self.vars_fd.exists():
                 with contextlib.suppress(OSError):
                     shutil.copyfile(self.vars_fd, self.log_dir / "OVMF_VARS.fd")
             shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        self.workdir = None
 
     # state
 
