@@ -60,22 +60,21 @@ def health_cmd() -> None:
 
 @app.command("status")
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """What the agent's last run did: time, versions, outcome, counts, errors, the unsafe
-    opt-ins it applied and the configuration's warnings; and the firmware's Secure Boot state,
-    with a warning when it is off or in setup mode. Exit 0, or 3 when there is no result
-    yet."""
-    from anklume import secureboot
+    """What the agent's last run did (time, versions, outcome, counts, errors, the unsafe
+    opt-ins it applied, the configuration's warnings), then the machine: version, boot from
+    RAM or the stick, the data pool, Secure Boot, the TPM, and what needs attention. Exit 0,
+    or 3 when there is no result yet."""
+    from anklume import overview
     from anklume.agent import last_result
 
     last, reason = last_result.read()
     this_boot = last is not None and last.boot_id == last_result.boot_id()
-    sb = secureboot.state()
-    sb_warning = secureboot.warning(sb)
+    machine = overview.collect()
     if as_json:
         typer.echo(json.dumps({
             "last_result": json.loads(last.to_json()) if last else None,
-            "this_boot": this_boot, "reason": reason or None,
-            "secure_boot": sb, "warnings": [sb_warning] if sb_warning else []}, indent=2))
+            "this_boot": this_boot, "reason": reason or None, **overview.as_json(machine)},
+            indent=2))
         if last is None:
             raise typer.Exit(EXIT_NO_RESULT)
         return
@@ -97,7 +96,8 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
               + [f"  - {u}" for u in last.unsafe] if last.unsafe else []),
             *(["warnings:"] + [f"  - {w}" for w in last.warnings] if last.warnings else []),
         ]))
-    typer.echo(f"secure boot: {sb}" + (f"\nWARNING: {sb_warning}" if sb_warning else ""))
+    typer.echo("\n".join(overview.lines(machine)
+                          + [f"WARNING: {w}" for w in overview.warnings(machine)]))
     if last is None:
         raise typer.Exit(EXIT_NO_RESULT)
 

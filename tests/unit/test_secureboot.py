@@ -46,10 +46,20 @@ def test_status_says_when_secure_boot_is_off(tmp_path: Path,
 
     from anklume.cli import app
 
+    from anklume import overview
+
     monkeypatch.setenv("ANKLUME_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ANKLUME_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(secureboot, "EFIVARS", efivars(tmp_path, 0, 0))
+    os_release = tmp_path / "os-release"
+    os_release.write_text('ID=debian\nIMAGE_VERSION="0.9.1"\n')
+    monkeypatch.setattr(overview, "OS_RELEASE", os_release)  # as on the appliance
     out = CliRunner().invoke(app, ["status"]).output
-    assert "secure boot: off\nWARNING: Secure Boot is off" in out, out
+    assert "secure boot: off" in out and "WARNING: Secure Boot is off" in out, out
     d = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
-    assert d["secure_boot"] == "off" and "Secure Boot is off" in d["warnings"][0], d
+    assert d["machine"]["secure_boot"] == "off", d
+    assert any("Secure Boot is off" in w for w in d["warnings"]), d
+    # A development host: the state is shown, the appliance's warning is not.
+    monkeypatch.setattr(overview, "OS_RELEASE", tmp_path / "absent")
+    out = CliRunner().invoke(app, ["status"]).output
+    assert "a development host (secure boot: off)" in out and "WARNING" not in out, out

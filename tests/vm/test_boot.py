@@ -171,8 +171,21 @@ def test_secure_boot_is_enabled_and_enforced(main_boot: Boot) -> None:
     # console's greeting warns (they do when it is off or in setup mode: the unit tests
     # test_secureboot.py and test_console_greeting.py give them those states).
     status = base64.b64decode(r["status_b64"]).decode(errors="replace")
-    assert "secure boot: on" in status and "WARNING" not in status, status
+    assert "secure boot: on" in status and "WARNING: Secure Boot" not in status, status
     assert "WARNING: Secure Boot" not in main_boot.serial
+
+
+def test_status_gives_the_whole_machine(main_boot: Boot, artifacts) -> None:
+    """`anklume status` on the booted appliance: after the agent's result, the version, how it
+    booted, the pool (none: live mode, and the warning that goes with it), the TPM (none in
+    this VM)."""
+    status = base64.b64decode(main_boot.report["status_b64"]).decode(errors="replace")
+    lines = status.splitlines()
+    assert f"version:     {artifacts.version}" in lines, status
+    assert "boot:        from the stick" in lines, status
+    assert "pool:        none: live mode (state in RAM)" in lines, status
+    assert "tpm:         none" in lines, status
+    assert "WARNING: live mode: no encrypted data pool yet" in status, status
 
 
 def test_anklume_cli_in_the_image(main_boot: Boot, artifacts) -> None:
