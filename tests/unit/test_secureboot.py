@@ -44,9 +44,8 @@ def test_status_says_when_secure_boot_is_off(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from anklume.cli import app
-
     from anklume import overview
+    from anklume.cli import app
 
     monkeypatch.setenv("ANKLUME_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ANKLUME_RUN_DIR", str(tmp_path / "run"))
