@@ -136,3 +136,21 @@ def test_apply_asks_before_it_applies(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [c[-1] for c in calls] == ["anklume agent receive --prune",
                                       "anklume agent receive --apply --prune"], calls
     assert r.exit_code == 0, r.output
+
+
+def test_no_such_host_is_sshs_own_error(tmp_path: Path) -> None:
+    """A closed loopback port: ssh's message and its status 255, nothing applied."""
+    import os
+    import socket
+    import sys
+
+    good = tmp_path / "infra.yml"
+    good.write_text(INFRA)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        r = subprocess.run([sys.executable, "-c", "from anklume.cli import run; run()", "plan",
+                            "--host", "root@127.0.0.1", "--port", str(port),
+                            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={os.devnull}",
+                            str(good)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 255 and "Connection refused" in r.stderr, (r.returncode, r.stderr)

@@ -94,6 +94,7 @@ say "root_shadow=$(getent shadow root | cut -d: -f2)"
 say "hostid=$(hostid)"
 say "tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)"
 at() { systemctl show -P ActiveEnterTimestampMonotonic "$1"; }
+say "status_b64=$(anklume status 2>&1 | base64 -w0)"
 say "ssh_socket=$(systemctl is-active ssh.socket) $(at ssh.socket)"
 say "unlock_done_at=$(at anklume-unlock.service)"
 """
@@ -290,6 +291,9 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     assert "state=unlocked" in _b64(r, "pool_status_b64"), _b64(r, "pool_status_b64")
     assert r["system_state"] == "running", f"{r['failed_units']}{_logs(second)}"
     assert r["marker_read"] == first.report["marker_written"], (r["marker_read"], _logs(second))
+    # `anklume status` shows the pool it runs on.
+    status = _b64(r, "status_b64")
+    assert re.search(r"^pool: +\S+ pool anklume on \S+, unlocked$", status, re.M), status
     # No remote way in while the passphrase is read: sshd's socket listens only once the unlock
     # is done (anklume-ssh.service), not with the other sockets early in the boot.
     state, ssh_at = r["ssh_socket"].split()

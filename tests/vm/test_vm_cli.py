@@ -39,6 +39,8 @@ class UserVM:
     serial: list[str] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     apply: subprocess.CompletedProcess[str] | None = None
+    apply_again: subprocess.CompletedProcess[str] | None = None
+    status_json: str = ""
     after_apply: dict[str, str] = field(default_factory=dict)
     changed_key: subprocess.CompletedProcess[str] | None = None
     listed: str = ""
@@ -108,9 +110,11 @@ def user_vm(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> I
                 u.listed = anklume("vm", "list").stdout
                 u.fresh_refused = anklume("vm", "start", "--fresh", "--name", NAME,
                                           str(artifacts.raw))
-                u.apply = anklume("apply", "--host", "root@127.0.0.1", "--port", str(port),
-                                  "--identity", str(key), "-o", f"UserKnownHostsFile={known}",
-                                  "-o", "BatchMode=yes", "--yes", str(work / "sent.yml"))
+                remote = ["--host", "root@127.0.0.1", "--port", str(port), "--identity",
+                          str(key), "-o", f"UserKnownHostsFile={known}", "-o", "BatchMode=yes"]
+                u.apply = anklume("apply", *remote, "--yes", str(work / "sent.yml"))
+                u.apply_again = anklume("apply", *remote, "--yes", str(work / "sent.yml"))
+                u.status_json = ssh(port, "anklume status --json", time.monotonic() + 60)
                 u.after_apply = _kv(ssh(port, FACTS + 'echo "bridge=$(ip -br link show '
                                         'net-sent 2>/dev/null | cut -d" " -f1)"',
                                         time.monotonic() + 60))
@@ -187,6 +191,25 @@ def test_apply_host_plans_installs_and_applies_on_the_appliance(user_vm: UserVM)
     after = user_vm.after_apply
     assert after["infra_sha"] == hashlib.sha256(SENT.encode()).hexdigest(), after
     assert after["bridge"] == "net-sent", after
+
+
+def test_apply_host_again_changes_nothing(user_vm: UserVM) -> None:
+    r = user_vm.apply_again
+    assert r is not None and r.returncode == 0, (r.stdout, r.stderr) if r else None
+    assert "No changes: " in r.stdout, r.stdout
+
+
+def test_status_json_on_the_booted_machine(user_vm: UserVM, artifacts: Artifacts) -> None:
+    """`anklume status --json` there, against what this test knows of the machine."""
+    d = json.loads(user_vm.status_json)
+    assert d["schema"] == 1, d
+    m = d["machine"]
+    assert m["appliance"] is True and m["version"] == artifacts.version, m
+    assert m["secure_boot"] == "on" and m["tpm"] is True, m
+    assert m["has_pool"] is False and m["boot_from"] == "disk", m
+    assert any(w.startswith("live mode") for w in d["warnings"]), d["warnings"]
+    last = d["last_result"]
+    assert last["outcome"] == "success" and last["counts"]["failed"] == 0, last
 
 
 def test_apply_host_refuses_a_changed_host_key(user_vm: UserVM) -> None:
