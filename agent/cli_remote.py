@@ -70,13 +70,13 @@ def receive_cmd(
     run.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="received-", dir=run) as tmp:
         received = remote.unpack(data, Path(tmp))
-        load_or_exit(received)
         if not apply:
             # Every parameter given: called directly, a typer default is an Option object.
             cli_reconcile.plan_cmd(received, prune=prune, force=force,
                                    default_image=default_image, recreate=recreate, host=None,
                                    port=None, identity=None, ssh_option=[])
             return
+        load_or_exit(received)  # by this appliance's own rules, before it replaces anything
         where = remote.install(received)
         typer.echo(f"installed as {where}")
     cli_reconcile.apply_cmd(where, prune=prune, force=force, dry_run=False, recreate=recreate,

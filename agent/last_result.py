@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from anklume import atomic, paths
+from anklume import os_release as os_release_mod
 
 SCHEMA = 1
 TRIGGERS = ("boot", "path", "cli")
@@ -69,15 +70,7 @@ def boot_id(path: Path = Path("/proc/sys/kernel/random/boot_id")) -> str | None:
 
 def image_version(os_release: Path = Path("/etc/os-release")) -> str | None:
     """IMAGE_VERSION from os-release: set on the appliance image, absent on a dev host."""
-    try:
-        lines = os_release.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "IMAGE_VERSION":
-            return value.strip().strip("'\"") or None
-    return None
+    return os_release_mod.image_version(os_release)
 
 
 def now() -> str:

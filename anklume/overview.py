@@ -7,11 +7,10 @@ there is shown.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from anklume import paths, secureboot
+from anklume import os_release, paths, secureboot
 
 SCHEMA = 1  # of `anklume status --json`'s "machine" and "warnings"; bumped on any change
 OS_RELEASE = Path("/usr/lib/os-release")
@@ -24,15 +23,6 @@ def _kv(path: Path) -> dict[str, str]:
     except OSError:
         return {}
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def _image_version(path: Path) -> str | None:
-    for line in (path.read_text() if path.is_file() else "").splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k.strip() == "IMAGE_VERSION":
-            parts = shlex.split(v)
-            return parts[0] if parts else None
-    return None
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,7 @@ class Machine:
 def collect(run: Path | None = None, state: Path | None = None) -> Machine:
     run = run or paths.run_dir()
     state = state or paths.state_dir()
-    version = _image_version(OS_RELEASE)
+    version = os_release.image_version(OS_RELEASE)
     toram = _kv(run / "toram/status")
     try:
         tpm_ok = TPM_VERSION.read_text().strip() == "2"

@@ -3,10 +3,10 @@ combined by pure functions that tests call with recorded inputs."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from anklume import os_release
 from anklume.updates import policy, versions
 from anklume.updates.policy import BootEntry
 from anklume.updates.rollback import Uki, ukis
@@ -17,12 +17,7 @@ OS_RELEASE = Path("/usr/lib/os-release")
 
 
 def os_release_version(text: str) -> str | None:
-    for line in text.splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k.strip() == "IMAGE_VERSION":
-            parts = shlex.split(v)
-            return parts[0] if parts else None
-    return None
+    return os_release.image_version_of(text)
 
 
 def running_version(path: Path = OS_RELEASE) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -70,10 +71,10 @@ def start_cmd(
     if not image.is_file():
         raise VMFailed(f"{image}: no such image", hint="build it with scripts/build")
     creds = _credentials(credential, ssh_key, infra)
-    tpm = not no_tpm and not qemu.host_problems(tpm=True)
     problems = qemu.host_problems(tpm=False)
     if problems:
         raise VMFailed("this host cannot boot the image:\n  " + "\n  ".join(problems))
+    tpm = not no_tpm and os.access(qemu.SWTPM, os.X_OK)
     if not no_tpm and not tpm:
         typer.echo("warning: no swtpm on this host: the machine has no TPM "
                    "(install swtpm: scripts/setup-host)", err=True)

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,21 +223,6 @@ def machines() -> list[Machine]:
     d = root()
     return sorted((Machine(p.name, p) for p in d.iterdir() if (p / "disk.qcow2").exists()),
                   key=lambda m: m.name) if d.is_dir() else []
-
-
-def wait_for_serial(m: Machine, pattern: str, timeout: float,
-                    sleep: Callable[[float], None] = time.sleep) -> bool:
-    """True once `pattern` (a regex) shows on the machine's serial console log."""
-    watch = qemu.LogWatch(m.log / "serial.log")
-    deadline = time.monotonic() + timeout
-    rx = re.compile(pattern)
-    while time.monotonic() < deadline:
-        if watch.search(rx):
-            return True
-        if m.pid() is None:
-            return False
-        sleep(1)
-    return False
 
 
 DETACH_KEY = b"\x1d"  # Ctrl-]

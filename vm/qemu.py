@@ -349,12 +349,7 @@ class VM:
     def __exit__(self, *exc: object) -> None:
         seconds = self.elapsed() if self.started_at else 0.0
         self.stop()
-        # For the run's cost summary (tests/conftest.py): one file per QEMU run, with the
-        # test group that ran it (set per test by tests/conftest.py).
-        with contextlib.suppress(OSError):
-            (self.log_dir / "qemu-run.json").write_text(json.dumps({
-                "vm": self.spec.name, "seconds": round(seconds, 1), "resets": self.resets(),
-                "group": os.environ.get("ANKLUME_TEST_GROUP", "")}) + "\n")
+        record_run(self.log_dir, self.spec.name, seconds, self.resets())
 
     @property
     def vars_fd(self) -> Path:
@@ -662,6 +657,16 @@ def _boot_disk_args(bus: str) -> list[str]:
             f"usb-storage,bus=xhci.0,drive=boot0,id={BOOT_DISK_ID},removable=on,bootindex=1",
         ]  # fmt: skip
     raise ValueError(f"unknown boot bus {bus!r}")
+
+
+def record_run(log_dir: Path, name: str, seconds: float, resets: int = 0) -> None:
+    """For the run's cost summary (tests/conftest.py): one file per QEMU run, with the test
+    group that ran it (set per test by tests/conftest.py)."""
+    with contextlib.suppress(OSError):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "qemu-run.json").write_text(json.dumps({
+            "vm": name, "seconds": round(seconds, 1), "resets": resets,
+            "group": os.environ.get("ANKLUME_TEST_GROUP", "")}) + "\n")
 
 
 def free_tcp_port() -> int:

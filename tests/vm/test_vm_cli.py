@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from anklume.image.artifacts import Artifacts
-from anklume.vm import builds
+from anklume.vm import builds, qemu
 
 pytestmark = pytest.mark.vm
 
@@ -137,10 +137,7 @@ def user_vm(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> I
             u.serial.append(serial.read_text(errors="replace") if serial.exists() else "")
             # The run's cost summary (tests/conftest.py) counts this machine's boots too.
             run_log = logs / f"user-vm-{n}"
-            run_log.mkdir(parents=True, exist_ok=True)
-            (run_log / "qemu-run.json").write_text(json.dumps({
-                "vm": f"user-vm-{n}", "seconds": round(seconds, 1), "resets": 0,
-                "group": os.environ.get("ANKLUME_TEST_GROUP", "")}) + "\n")
+            qemu.record_run(run_log, f"user-vm-{n}", seconds)
             (run_log / "serial.log").write_text(u.serial[-1])
         yield u
     finally:
