@@ -71,8 +71,14 @@ def _extract(tar: tarfile.TarFile, dest: Path) -> Path:
 
 def install(received: Path, state: Path | None = None) -> Path:
     """Put the received infra where the agent reads it, replacing the user's previous one
-    (a file and a directory never coexist: the file would win). Each step is a rename."""
-    state = state or paths.state_dir()
+    (a file and a directory never coexist: the file would win). Each step is a rename.
+    On a machine with a data pool that is the pool's vault: refused while it is locked."""
+    if state is None:
+        if paths.has_pool() and not paths.vault_mounted():
+            raise RemoteError("the data pool is not unlocked at this boot: infra.yml is kept "
+                              f"on it ({paths.vault_dir()}), so it cannot be installed now; "
+                              "reboot and unlock the pool first")
+        state = paths.config_dir()
     state.mkdir(parents=True, exist_ok=True)
     if received.is_dir():
         staged = state / f".{DIR}.new"

@@ -44,19 +44,48 @@ def run_dir() -> Path:
 
 # ------------------------------------------------------------------ persistent (state_dir)
 
+def has_pool() -> bool:
+    """The first-boot wizard made (or imported) a data pool on this machine."""
+    return firstboot_record().exists()
+
+
+def vault_dir() -> Path:
+    """The data pool's own directory for this machine's trusted state (a dataset or subvolume
+    of the encrypted pool, mounted here by the unlock): a mount point on the tmpfs, so that
+    nothing is there unless the pool that opened put it there."""
+    return run_dir() / "vault"
+
+
+def vault_mounted() -> bool:
+    return os.path.ismount(vault_dir())
+
+
+def config_dir() -> Path:
+    """Where the user's configuration and the agent's saved firewall live: the vault on a
+    machine with a data pool (the persistent partition is not encrypted, so anyone holding the
+    stick could change it), the persistent partition in live mode (which protects nothing)."""
+    return vault_dir() if has_pool() else state_dir()
+
+
+# What config_dir() holds, by name; on a machine with a pool the same names on the persistent
+# partition are ignored, and said to be (firstboot/vault.py).
+CONFIG_NAMES = ("infra.yml", "infra", "firewall.nft", "network", "identity/root-password-hash",
+                "identity/ssh/authorized_keys")
+
+
 def user_config() -> Path | None:
     """The user's infra.yml, else their infra/ directory, else None (the embedded default)."""
-    f = state_dir() / "infra.yml"
+    f = config_dir() / "infra.yml"
     if f.is_file():
         return f
-    d = state_dir() / "infra"
+    d = config_dir() / "infra"
     if d.is_dir():
         return d
     return None
 
 
 def firewall_file() -> Path:
-    return state_dir() / "firewall.nft"
+    return config_dir() / "firewall.nft"
 
 
 def last_result_file() -> Path:
@@ -73,14 +102,15 @@ def pool_key_cred() -> Path:
     return state_dir() / "pool-key.cred"
 
 
-def authorized_keys() -> Path:
-    """root's SSH keys; the image's sshd reads them here."""
-    return state_dir() / "identity/ssh/authorized_keys"
+def authorized_keys(base: Path | None = None) -> Path:
+    """root's SSH keys (the wizard's); the image's sshd reads them in the vault."""
+    return (base or config_dir()) / "identity/ssh/authorized_keys"
 
 
-def root_password_hash() -> Path:
-    """/etc is rebuilt at every boot, so the image applies this hash at every boot."""
-    return state_dir() / "identity/root-password-hash"
+def root_password_hash(base: Path | None = None) -> Path:
+    """/etc is rebuilt at every boot, so the image applies this hash at every boot, once the
+    pool is unlocked (anklume-admin.service)."""
+    return (base or config_dir()) / "identity/root-password-hash"
 
 
 def update_state_file() -> Path:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from anklume import exitcodes, paths
 from anklume.errors import PermanentError
-from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs
+from anklume.firstboot import admin, diskref, incus_state, pool_luks, pool_zfs, vault
 from anklume.firstboot.answers import Answers
 from anklume.firstboot.disks import MIN_POOL_BYTES, Disk
 from anklume.firstboot.steps import Action, Command, Record, Step, WriteFile
@@ -131,10 +131,11 @@ def make(a: Answers, ctx: Context) -> Plan:
         steps += _zfs(a, target, tpm)
     else:
         steps += _luks(a, target, ctx.ids, tpm)
-    steps.append(_admin(a))
-    incus = incus_state.move if a.action == "create" else incus_state.adopt
     pool = a.pool_name if a.action == "create" or a.backend != "zfs" else (
         target.disk.pool_label or a.pool_name)
+    steps.append(_vault(a, pool))
+    steps.append(_admin(a))
+    incus = incus_state.move if a.action == "create" else incus_state.adopt
     steps.append(Step("incus", "Move Incus's state and storage pool onto the encrypted pool",
                       (f"{paths.INCUS_DIR} on the pool; storage pool "
                        f"'{incus_state.STORAGE_POOL}' on it (Incus is stopped meanwhile)",),
@@ -196,27 +197,36 @@ def _luks(a: Answers, t: diskref.Target, ids: NewIds, tpm: bool) -> list[Step]:
     return out
 
 
+def _vault(a: Answers, pool: str) -> Step:
+    where = f"{pool}/{vault.DATASET}" if a.backend == "zfs" else f"subvolume {vault.DATASET}"
+    return Step("vault", "Keep this machine's credentials and configuration in the pool",
+                (f"{paths.vault_dir()} ({where}): root's password hash, SSH keys, infra.yml, "
+                 "network files, the last firewall",
+                 "the unencrypted persistent partition keeps none of them"),
+                (*vault.mount(a.backend, pool), vault.adopt_plain()))
+
+
 def _admin(a: Answers) -> Step:
     actions: list[Action] = []
     details = []
     if a.admin.root_password_hash:
         actions.append(Command(admin.CHPASSWD, stdin="root_hash_line"))
-        # /etc is rebuilt from the factory copy at every boot: the hash is kept on the persistent
-        # partition, and the image applies it (or locks root when it is absent) at every boot.
-        actions.append(WriteFile(str(paths.root_password_hash()),
+        # /etc is rebuilt from the factory copy at every boot: the hash is kept in the pool's
+        # vault, and the image applies it (or locks root) at every boot, once it is unlocked.
+        actions.append(WriteFile(str(paths.root_password_hash(paths.vault_dir())),
                                  a.admin.root_password_hash + "\n",
                                  mode=0o600, dir_mode=0o700))
         details.append(f"root password set (console and SSH), its hash kept in "
-                       f"{paths.root_password_hash()}")
+                       f"{paths.root_password_hash(paths.vault_dir())}")
     else:
         actions.append(Command(admin.LOCK_ROOT))
         details.append("root password locked: no console login without a password")
     if a.admin.ssh_authorized_keys:
-        actions.append(WriteFile(str(paths.authorized_keys()),
+        actions.append(WriteFile(str(paths.authorized_keys(paths.vault_dir())),
                                  admin.authorized_keys_text(a.admin.ssh_authorized_keys),
                                  mode=0o600, dir_mode=0o700))
         details.append(f"{len(a.admin.ssh_authorized_keys)} SSH key(s) in "
-                       f"{paths.authorized_keys()}")
+                       f"{paths.authorized_keys(paths.vault_dir())}")
     return Step("admin", "Set the administrator's credentials", tuple(details), tuple(actions))
 
 

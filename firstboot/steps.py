@@ -50,7 +50,7 @@ Action = Command | WriteFile | Record
 
 @dataclass(frozen=True)
 class Step:
-    key: str  # stable id: "erase", "pool", "datasets", "tpm2", "admin", "incus", "record"
+    key: str  # stable id: "erase", "pool", "datasets", "tpm2", "vault", "admin", "incus", "record"
     title: str
     details: tuple[str, ...] = ()
     actions: tuple[Action, ...] = field(default_factory=tuple)

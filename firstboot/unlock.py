@@ -8,6 +8,7 @@ passphrase never triggers the boot counter's rollback. `decide` is the pure part
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Protocol
 from anklume import exitcodes, log, paths, pool_status
 from anklume.errors import AnklumeError, CommandError
 from anklume.firstboot import choices as choices_mod
-from anklume.firstboot import pool_luks, pool_zfs
+from anklume.firstboot import pool_luks, pool_zfs, vault
 from anklume.firstboot.steps import Command
 from anklume.pool_status import PoolStatus
 from anklume.run import run
@@ -177,6 +178,8 @@ class ZfsPool:
             raise CommandError(["zfs", "list", incus], 1, f"dataset {incus} is missing")
         run(["mkdir", "-p", paths.INCUS_DIR])
         run(list(pool_zfs.mount_incus(self.c.pool_name, paths.INCUS_DIR).argv))
+        for cmd in vault.mount("zfs", self.c.pool_name):
+            run(list(cmd.argv))
 
 
 class LuksPool:
@@ -205,8 +208,13 @@ class LuksPool:
 
     def mount(self) -> None:
         for cmd in (*pool_luks.mount_top(), Command(("mkdir", "-p", paths.INCUS_DIR)),
-                    pool_luks.mount_incus(paths.INCUS_DIR)):
+                    pool_luks.mount_incus(paths.INCUS_DIR), *vault.mount("luks", "")):
             run(list(cmd.argv))
+
+
+def _run_quiet(argv: list[str]) -> tuple[int, str]:
+    proc = run(argv, check=False)
+    return proc.returncode, proc.stderr
 
 
 def pool_for(c: choices_mod.Choices) -> Pool:
@@ -244,6 +252,13 @@ def main(choices_path: Path | None = None, status: Path | None = None,
     except (OSError, AnklumeError) as e:  # a tool missing or refusing: report, never fail boot
         d = Decision("degraded", f"unlock failed: {e}")
     state = "unlocked" if d.kind == "unlocked" else "degraded"
+    tampered = vault.ignored()
+    if tampered:
+        say(vault.tamper_message(tampered))
+        log.event(_log, "Ignored on the persistent partition", logging.WARNING,
+                  names=",".join(tampered))
+    if state == "unlocked" and pool is None:  # (a pool given by a test touches no system)
+        vault.after_unlock(_run_quiet, say)
     write_status(state, d.message, c, status)
     log.event(_log, "Pool " + state, reason=d.message, backend=c.backend)
     say("Data pool unlocked." if state == "unlocked" else

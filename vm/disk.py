@@ -272,3 +272,36 @@ def impostor_persist_disk(dest: Path, size: int = 64 * 1024**2) -> Path:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
     return dest
+
+
+def flatten(image: Path, dest: Path) -> Path:
+    """A raw copy of a disk in any format QEMU reads (an overlay with its backing image): the
+    form the partition edits below work on."""
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(dest)], check=True,
+                   capture_output=True, timeout=600)
+    return dest
+
+
+def plant(image: Path, label: str, files: dict[str, str]) -> None:
+    """Write `files` (path inside the file system -> text) into the ext4 partition labelled
+    `label` of a raw disk, as someone holding the powered-off stick could: debugfs on the
+    partition's byte offset, no loop device, no root. Read back to be sure it took."""
+    part = next((p for p in partitions(image) if p.label == label), None)
+    if part is None:
+        raise LookupError(f"{image}: no partition labelled {label}")
+    dev = f"{image}?offset={part.offset}"
+    cmds = []
+    with tempfile.TemporaryDirectory(prefix="anklume-plant-") as tmp:
+        for i, (path, text) in enumerate(files.items()):
+            src = Path(tmp) / str(i)
+            src.write_text(text)
+            parts = path.strip("/").split("/")
+            cmds += [f"mkdir {'/'.join(parts[:n])}" for n in range(1, len(parts))]
+            cmds += [f"rm {path}", f"write {src} {path}"]
+        subprocess.run(["debugfs", "-w", "-f", "-", dev], input="\n".join(cmds) + "\n",
+                       text=True, capture_output=True, check=True, timeout=120)
+    for path, text in files.items():
+        got = subprocess.run(["debugfs", "-R", f"cat {path}", dev], capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+        if got != text:
+            raise RuntimeError(f"{image}: {path} was not written into {label}")

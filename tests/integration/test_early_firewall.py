@@ -123,9 +123,12 @@ def tcp(ns: str, listener_ns: str, ip: str, port: int) -> bool:
             srv.wait()
 
 
-def early(ns: str, last: Path) -> subprocess.CompletedProcess:
+def early(ns: str, last: Path, record: Path | None = None) -> subprocess.CompletedProcess:
+    """The unit's script; `record`: the first-boot record (a machine with a data pool)."""
+    record = record or last.with_name("no-firstboot.json")
     return in_ns(ns, "env", f"ANKLUME_FIREWALL_FILE={last}",
-                 f"ANKLUME_FIREWALL_DEFAULT={DEFAULT}", "sh", str(SCRIPT), check=False)
+                 f"ANKLUME_FIREWALL_DEFAULT={DEFAULT}", f"ANKLUME_FIRSTBOOT_RECORD={record}",
+                 "sh", str(SCRIPT), check=False)
 
 
 def test_default_table_cuts_domains_off_each_other_and_the_host(topo, tmp_path):
@@ -163,6 +166,24 @@ def test_last_applied_table_wins_and_a_broken_one_falls_back(topo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "does not load" in proc.stderr and "the default table" in proc.stdout
     assert not ping(a, f"{B_NET}.1"), "a broken last table left the domains connected"
+
+
+def test_a_machine_with_a_pool_ignores_a_table_on_the_plain_partition(topo, tmp_path):
+    """Its last table is in the pool's vault (loaded once the pool is unlocked): one on the
+    unencrypted partition was planted, so the default table loads and says why."""
+    r, a, _ = topo
+    last = tmp_path / "firewall.nft"
+    last.write_text("table inet anklume {}\ndelete table inet anklume\n"
+                    "table inet anklume {\n  chain forward {\n"
+                    "    type filter hook forward priority filter - 1; policy accept;\n"
+                    '    iifname "net-ea" oifname "net-eb" accept\n'
+                    '    iifname "net-eb" oifname "net-ea" accept\n  }\n}\n')
+    record = tmp_path / "firstboot.json"
+    record.write_text("{}")
+    proc = early(r, last, record)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{last} ignored" in proc.stderr and "the default table" in proc.stdout, proc
+    assert not ping(a, f"{B_NET}.1"), "the planted table connected the domains"
 
 
 def test_default_table_keeps_the_lan_out_of_the_domains(topo, lan, tmp_path):

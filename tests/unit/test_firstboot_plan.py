@@ -198,7 +198,16 @@ def test_invalid_plans(over: dict, expected: str) -> None:
 
 def test_create_zfs_on_the_empty_disk() -> None:
     p = plan.make(answers.parse(yml(), "a.yml"), ctx())
-    assert [s.key for s in p.steps] == ["pool", "datasets", "admin", "incus", "record"]
+    assert [s.key for s in p.steps] == ["pool", "datasets", "vault", "admin", "incus", "record"]
+    # The credentials go into the pool's vault (mounted by the step before), never onto the
+    # unencrypted persistent partition.
+    vault_step, admin_step = p.steps[2], p.steps[3]
+    script = vault_step.actions[0].argv[2]
+    assert "zfs create -o mountpoint=legacy anklume/anklume" in script, script
+    assert f"mount -t zfs anklume/anklume {paths.vault_dir()}" in script, script
+    keys = [a for a in admin_step.actions if isinstance(a, WriteFile)]
+    assert [k.path for k in keys] == [str(paths.vault_dir() / "identity/ssh/authorized_keys")]
+    assert keys[0].mode == 0o600
     text = p.text()
     assert text.startswith(f"Create a new zfs data pool on /dev/disk/by-id/{EMPTY}")
     assert "is empty: nothing is erased" in text and "ERASE" not in text
@@ -365,14 +374,17 @@ def test_apply_runs_every_step_and_records_done(tmp_path: Path) -> None:
     fed = {tuple(argv[:2]): inp for argv, inp in fake.calls}
     assert fed[("zpool", "create")] == PASS and fed[("chpasswd", "-e")] == f"root:{HASH}\n"
     assert ["passwd", "--lock", "root"] not in [argv for argv, _ in fake.calls]
-    kept = tmp_path / "var/lib/anklume/identity/root-password-hash"
+    # In the pool's vault (mounted by the vault step), not on the persistent partition.
+    vault_dir = tmp_path / str(paths.vault_dir()).lstrip("/")
+    assert not (tmp_path / "var/lib/anklume/identity").exists()
+    kept = vault_dir / "identity/root-password-hash"
     assert kept.read_text() == HASH + "\n" and kept.stat().st_mode & 0o777 == 0o600
-    keys = tmp_path / "var/lib/anklume/identity/ssh/authorized_keys"
+    keys = vault_dir / "identity/ssh/authorized_keys"
     assert keys.read_text() == KEY + "\n" and keys.stat().st_mode & 0o777 == 0o600
     c = choices.load(tmp_path / "var/lib/anklume/firstboot.json")
     assert c is not None and c.done and c.zpool_guid == "987654321"
     assert (c.disk_by_id, c.gpu_models, c.tpm2) == (EMPTY, ("qwen2.5-coder:7b",), False)
-    assert out[0] == "[1/5] Create the encrypted ZFS pool 'anklume' on " + EMPTY
+    assert out[0] == "[1/6] Create the encrypted ZFS pool 'anklume' on " + EMPTY
 
 
 def test_apply_stops_at_the_first_failure_and_never_records_done(tmp_path: Path) -> None:

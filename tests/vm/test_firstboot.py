@@ -128,6 +128,33 @@ say "marker_read=$(incus exec --project work work-dev -- cat /root/marker 2>&1)"
 """
 
 
+# The vault (firstboot/vault.py) at the setup boot: mounted from the pool, and a network file
+# put there as the user would (a dummy interface: harmless, and visible at the next boot).
+VAULT_WRITE = r"""
+say "vault_mount=$(findmnt -no SOURCE,FSTYPE /run/anklume/vault)"
+say "vault_files=$(cd /run/anklume/vault && find . -type f | sort | paste -sd, -)"
+say "plain_config=$(cd /var/lib/anklume && ls -d infra.yml infra firewall.nft network \
+    identity/root-password-hash identity/ssh/authorized_keys 2>/dev/null | paste -sd, -)"
+mkdir -p /run/anklume/vault/network
+printf '[NetDev]\nName=anklume-vt0\nKind=dummy\n' >/run/anklume/vault/network/50-test.netdev
+sync
+"""
+
+# Every later boot: what came from the vault, and what did not come from the plain partition.
+# The key tried is the one an evil maid planted there (or none was: the same refusal).
+VAULT_READ = r"""
+say "vault_mount=$(findmnt -no SOURCE,FSTYPE /run/anklume/vault)"
+say "vault_link=$(ip -br link show anklume-vt0 2>/dev/null | cut -d' ' -f1)"
+say "etc_network=$(ls /etc/systemd/network 2>/dev/null | paste -sd, -)"
+say "nft_tables=$(nft list tables 2>&1 | paste -sd, -)"
+umask 077; printf '%s\n' '@EVILKEY@' >/run/evil-key
+out=$(timeout 60 ssh -i /run/evil-key -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 root@127.0.0.1 echo EVIL-IN 2>&1)
+say "evil_ssh_rc=$?"
+say "evil_ssh_b64=$(printf '%s' "$out" | base64 -w0)"
+"""
+
+
 def _b64(r: guest.Report, key: str) -> str:
     return base64.b64decode(r.get(key, "")).decode(errors="replace")
 
@@ -183,13 +210,34 @@ def setup_on_console(secret: str) -> Callable[[qemu.VM], None]:
     )
 
 
+def evil_maid(work: Path) -> tuple[dict[str, str], str]:
+    """What someone holding the powered-off stick writes onto its persistent partition: their
+    SSH key and root password hash, an accept-all firewall with a DNAT into a domain, a
+    network file, another infra.yml. Returns the files and the planted key's private half."""
+    key = work / "evil_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "evil-maid", "-f",
+                    str(key)], check=True, timeout=60)
+    files = {
+        "identity/ssh/authorized_keys": (work / "evil_ed25519.pub").read_text(),
+        "identity/root-password-hash": password_hash("evil-maid") + "\n",
+        "firewall.nft": ("table ip evilmaid {\n chain pre {\n  type nat hook prerouting "
+                         "priority dstnat; policy accept;\n  tcp dport 2222 dnat to "
+                         "10.100.0.2:22\n }\n}\n"),
+        "network/10-evil.network": "[Match]\nName=*\n[Network]\nAddress=192.0.2.66/24\n",
+        "infra.yml": INFRA.replace("work-dev:", "evil-box:"),
+    }
+    return files, key.read_text().strip()
+
+
 def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool = False,
-           degraded: bool = False, tpm_back: bool = False, on_console: bool = False
-           ) -> tuple[Boot, ...]:
+           degraded: bool = False, tpm_back: bool = False, on_console: bool = False,
+           plant: bool = False) -> tuple[Boot, ...]:
     """The first boot has a TPM 2.0 and the setup enrols it; the next ones run without it (the
     pool moved to a machine without that TPM: the passphrase is asked). `on_console`: the
     setup is answered by a person on the serial console, else by an answers credential.
-    `tpm_back`: a last boot with the same TPM again, which unlocks the pool without asking."""
+    `tpm_back`: a last boot with the same TPM again, which unlocks the pool without asking.
+    `plant`: between the setup and the unlock boot, an evil maid writes onto the stick's
+    persistent partition (evil_maid)."""
     image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
     data = work / f"{backend}-data.qcow2"
     tpm = work / "tpm"
@@ -204,17 +252,25 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
                                credentials={"anklume.infra": INFRA}, tpm_state=tpm,
                                console=setup_on_console(secret),
                                script=guest.check_script(POOL_FACTS + TPM_FACTS + ROOT_LOGIN
-                                                         + WRITE_MARKER, core=False))
+                                                         + WRITE_MARKER + VAULT_WRITE,
+                                                         core=False))
     else:
         first = boot_and_check(f"pool-{backend}-create", image, data_disk=data,
                                credentials=creds, tpm_state=tpm,
-                               script=guest.check_script(POOL_FACTS + TPM_FACTS + WRITE_MARKER,
-                                                         core=False))
+                               script=guest.check_script(POOL_FACTS + TPM_FACTS + WRITE_MARKER
+                                                         + VAULT_WRITE, core=False))
     typed = ("not the passphrase at all", secret) if wrong_first else (secret,)
+    evil_key = "none planted"
+    if plant:
+        files, evil_key = evil_maid(work)
+        image = disk.flatten(image, work / f"{backend}.raw")  # debugfs edits raw disks
+        disk.plant(image, "anklume-persist", files)
     # The answers (again): once the wizard is done they must change nothing.
     second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
-                            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False))
+                            script=guest.check_script(POOL_FACTS + READ_MARKER
+                                                      + VAULT_READ.replace("@EVILKEY@", evil_key),
+                                                      core=False))
     boots = [first, second]
     # The machine's last boot is quit once it reported: the create and unlock boots proved
     # that a machine with this pool shuts down.
@@ -232,7 +288,8 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
         boots.append(boot_and_check(
             f"pool-{backend}-tpm", image, vars_template=first.vars_after, data_disk=data,
             credentials=creds, tpm_state=tpm,
-            script=guest.check_script(POOL_FACTS + READ_MARKER, core=False),
+            script=guest.check_script(POOL_FACTS + READ_MARKER
+                                      + VAULT_READ.replace("@EVILKEY@", evil_key), core=False),
             power_off=last != "tpm"))
     if reflash:
         # "My stick died, I flashed a new one": a fresh image on a new disk, the same data
@@ -254,7 +311,7 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
 @pytest.fixture(scope="module")
 def zfs_boots(artifacts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Boot, Boot]:
     return _boots("zfs", artifacts, tmp_path_factory.mktemp("pool-zfs"), wrong_first=True,
-                  reflash=True, on_console=True)
+                  reflash=True, on_console=True, plant=True)
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +334,15 @@ def _check_created(boot: Boot, backend: str, unattended: bool) -> None:
     assert res["outcome"] == "success" and res["counts"]["failed"] == 0, (res, _logs(boot))
     assert "work-dev,RUNNING" in r["instances"], r["instances"]
     assert r["marker_write_rc"] == "0", r["marker_write_rc"]
+    # The vault: mounted from the pool, holding the configuration (the infra.yml provisioned
+    # from the credential moved in, the agent's firewall saved there); the unencrypted
+    # persistent partition holds none of it.
+    fstype = "zfs" if backend == "zfs" else "btrfs"
+    assert r["vault_mount"].endswith(f" {fstype}"), r["vault_mount"]
+    vault_files = r["vault_files"].split(",")
+    for f in ("./infra.yml", "./firewall.nft", "./identity/root-password-hash"):
+        assert f in vault_files, vault_files
+    assert r["plain_config"] == "", r["plain_config"]
     # Root's console login now needs the password set at setup (locked before).
     if unattended:
         assert r["root_shadow"] == password_hash(ROOT_PASSWORD), r["root_shadow"]
@@ -299,8 +365,18 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     state, ssh_at = r["ssh_socket"].split()
     assert state == "active" and int(ssh_at) >= int(r["unlock_done_at"]) > 0, \
         (r["ssh_socket"], r["unlock_done_at"])
+    # The vault again, and what the unlock installed from it: the user's network file.
+    assert r["vault_mount"], _logs(second)
+    assert r["vault_link"] == "anklume-vt0", (r["etc_network"], _logs(second))
+    assert "50-test.netdev" in r["etc_network"].split(","), r["etc_network"]
+    # Root's password is the wizard's, from the vault, applied only once the pool is open.
+    assert r["unit.anklume-admin.service"] == "active", _logs(second)
+    # A key nobody enrolled does not log in (an evil maid's, on the ZFS machine).
+    assert r["evil_ssh_rc"] != "0" and "EVIL-IN" not in _b64(r, "evil_ssh_b64"), \
+        _b64(r, "evil_ssh_b64")
     res = _result(second)
     assert res["trigger"] == "boot" and res["outcome"] == "success", res
+    assert res["config"] == "/run/anklume/vault/infra.yml", res
     assert res["counts"]["changes"] == 0, (res, _logs(second))
     assert r["unit.boot-complete.target"] == "active", _logs(second)
     assert r["root_shadow"] == first.report["root_shadow"], r["root_shadow"]
@@ -358,6 +434,32 @@ def test_zfs_pool_unlocks_after_a_wrong_passphrase_and_everything_is_back(
     prompts = [line for line in second.serial.splitlines() if PROMPT in line]
     assert prompts and not any("\u2022" in p or "*" in p.split(PROMPT, 1)[1] for p in prompts), \
         prompts
+
+
+def test_an_evil_maids_changes_to_the_stick_take_no_effect(zfs_boots: tuple[Boot, ...]) -> None:
+    """Between two boots, someone with the powered-off stick wrote their SSH key, a root
+    password hash, an accept-all firewall with a DNAT, a network file and another infra.yml
+    onto its (unencrypted) persistent partition. After the real passphrase: none of it took
+    effect, and the console said what was ignored."""
+    first, second = zfs_boots[0], zfs_boots[1]
+    r = second.report
+    ssh_said = _b64(r, "evil_ssh_b64")
+    assert r["evil_ssh_rc"] != "0" and "Permission denied" in ssh_said, ssh_said
+    assert r["root_shadow"] == first.report["root_shadow"], r["root_shadow"]
+    assert r["root_shadow"] != password_hash("evil-maid")
+    assert "evilmaid" not in r["nft_tables"] and "inet anklume" in r["nft_tables"], \
+        r["nft_tables"]
+    assert "10-evil.network" not in r["etc_network"], r["etc_network"]
+    assert "evil-box" not in r["instances"] and "work-dev,RUNNING" in r["instances"], \
+        r["instances"]
+    assert _result(second)["counts"]["changes"] == 0, _result(second)
+    serial = second.serial
+    warning = next((line for line in serial.splitlines()
+                    if "WARNING: ignored on the unencrypted persistent partition" in line), "")
+    for name in ("infra.yml", "firewall.nft", "network", "identity/root-password-hash",
+                 "identity/ssh/authorized_keys"):
+        assert name in warning, (name, warning, serial[-3000:])
+    assert "network/ on the persistent partition ignored" in serial, serial[-3000:]
 
 
 def test_luks_btrfs_pool_created_unattended_holds_incus(luks_boots: tuple[Boot, ...]) -> None:
@@ -428,4 +530,7 @@ def test_three_wrong_passphrases_then_continue_is_a_degraded_but_healthy_boot(
     assert r["unit.boot-complete.target"] == "active", _logs(luks_boots[2])
     assert "work-dev" not in r["instances"], r["instances"]
     assert "DEGRADED: the data pool is not unlocked" in serial, serial[-3000:]
+    # No pool, no vault: root stays locked (its credential is in the pool).
+    assert r["root_shadow"].startswith("!"), r["root_shadow"]
+    assert "root stays locked: the data pool is not unlocked" in serial, serial[-3000:]
     assert serial.index("DEGRADED: the data pool") < serial.rindex("login:")
