@@ -61,9 +61,10 @@ def health_cmd() -> None:
 @app.command("status")
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """What the agent's last run did (time, versions, outcome, counts, errors, the unsafe
-    opt-ins it applied, the configuration's warnings), then the machine: version, boot from
-    RAM or the stick, the data pool, Secure Boot, the TPM, and what needs attention. Exit 0,
-    or 3 when there is no result yet."""
+    opt-ins it applied, the configuration's warnings), then the machine: version, slot and
+    update state, the other slot, boot from RAM or the stick, the data pool (health, space),
+    Secure Boot, the TPM, memory encryption, GPUs, the isolation table, and what needs
+    attention. Exit 0, or 3 when there is no result yet."""
     from anklume import overview
     from anklume.agent import last_result
 

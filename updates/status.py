@@ -63,7 +63,7 @@ def record_fallback(st: State, r: Report) -> bool:
     return True
 
 
-def _state(u: Uki, r: Report) -> str:
+def state_of(u: Uki, r: Report) -> str:
     """One installed version's state, in words."""
     if u.version == r.running:
         if u.tries_left:
@@ -83,15 +83,16 @@ def lines(r: Report) -> list[str]:
              else f" (slot {r.slot.name}, {r.slot.device})")
     us = ukis(r.entries)
     ours = next((u for u in us if u.version == r.running), None)
-    out = [f"running: {r.running}{where}" + (f", {_state(ours, r).removeprefix('running, ')}"
-                                             if ours and ours.tries_left is None else "")]
+    out = [f"running: {r.running}{where}"
+           + (f", {state_of(ours, r).removeprefix('running, ')}"
+              if ours and ours.tries_left is None else "")]
     nxt = next((u for u in us if u.default), None)
     out.append(f"next boot: {nxt.version}" if nxt
                else "next boot: not an anklume version (see `bootctl list`)")
     out.append("installed:")
     for u in us:
         slot = "this slot" if u.version == r.running else "other slot"
-        out.append(f"  {u.version:12} {slot:11} {_state(u, r)}")
+        out.append(f"  {u.version:12} {slot:11} {state_of(u, r)}")
     if r.pending:
         out.append("pending: " + ", ".join(e.version or e.id for e in r.pending)
                    + " (boots next; counts as good once the health gate passes)")

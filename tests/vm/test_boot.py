@@ -176,12 +176,16 @@ def test_secure_boot_is_enabled_and_enforced(main_boot: Boot) -> None:
 
 
 def test_status_gives_the_whole_machine(main_boot: Boot, artifacts) -> None:
-    """`anklume status` on the booted appliance: after the agent's result, the version, how it
-    booted, the pool (none: live mode, and the warning that goes with it), the TPM (none in
-    this VM)."""
+    """`anklume status` on the booted appliance: after the agent's result, the version and its
+    slot, the other slot (empty on a new stick), how it booted, the pool (none: live mode, and
+    the warning that goes with it), the TPM (none in this VM), the isolation table, GPUs."""
     status = base64.b64decode(main_boot.report["status_b64"]).decode(errors="replace")
     lines = status.splitlines()
-    assert f"version:     {artifacts.version}" in lines, status
+    assert f"version:     {artifacts.version}, slot A, blessed" in lines, status
+    assert "other slot:  empty (no other version installed)" in lines, status
+    assert "isolation:   the anklume table is loaded" in lines, status
+    assert "gpus:        none" in lines, status
+    assert any(x.startswith("memory encryption: ") for x in lines), status
     assert "boot:        from the stick" in lines, status
     assert "pool:        none: live mode (state in RAM)" in lines, status
     assert "tpm:         none" in lines, status

@@ -359,7 +359,8 @@ def _check_unlocked(first: Boot, second: Boot) -> None:
     assert r["marker_read"] == first.report["marker_written"], (r["marker_read"], _logs(second))
     # `anklume status` shows the pool it runs on.
     status = _b64(r, "status_b64")
-    assert re.search(r"^pool: +\S+ pool anklume on \S+, unlocked$", status, re.M), status
+    assert re.search(r"^pool: +\S+ pool anklume on \S+, unlocked, (ONLINE|mounted), "
+                     r"[\d.]+ GiB free of [\d.]+ GiB$", status, re.M), status
     # No remote way in while the passphrase is read: sshd's socket listens only once the unlock
     # is done (anklume-ssh.service), not with the other sockets early in the boot.
     state, ssh_at = r["ssh_socket"].split()

@@ -22,6 +22,7 @@ phase file on the persistent partition (which an update never writes).
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,7 @@ case "$v:$phase" in
     ;;
 @V1@:to-v3)
     echo done >"$pf"; sync
+    say "upd.machine_b64=$(anklume status --json 2>/dev/null | base64 -w0)"
     out=$(anklume update check --from "$(src3)" 2>&1); rc=$?
     say "upd.recheck_rc=$rc"
     say "upd.recheck_b64=$(printf '%s' "$out" | base64 -w0)"
@@ -320,6 +322,14 @@ def test_a_version_failing_its_gate_falls_back_after_three_boots_and_is_not_offe
     status = decode(u.per_boot("upd.status_b64")[last])
     assert f"last boot fell back from {u.v3} to {u.v1}" in status, status
     assert f"not offered again (failed to boot): {u.v3}" in status, status
+    # The machine overview says it too, with a warning.
+    machine = json.loads(decode(u.life.report.get("upd.machine_b64")) or "{}")
+    up = machine.get("machine", {}).get("update", {})
+    assert up.get("fell_back_from") == u.v3 and up.get("slot") == "A", machine
+    assert any(o["version"] == u.v3 and "failed to boot" in o["state"]
+               for o in up.get("other", [])), up
+    assert any(w.startswith(f"the last boot fell back from {u.v3} to {u.v1}")
+               for w in machine["warnings"]), machine["warnings"]
     # Not offered again: the same source is refused, and says why.
     assert u.life.report.get("upd.recheck_rc") == "1"
     recheck = decode(u.life.report.get("upd.recheck_b64"))

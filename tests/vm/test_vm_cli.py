@@ -199,8 +199,10 @@ def test_apply_host_again_changes_nothing(user_vm: UserVM) -> None:
 def test_status_json_on_the_booted_machine(user_vm: UserVM, artifacts: Artifacts) -> None:
     """`anklume status --json` there, against what this test knows of the machine."""
     d = json.loads(user_vm.status_json)
-    assert d["schema"] == 1, d
+    assert d["schema"] == 2, d
     m = d["machine"]
+    assert m["update"]["slot"] == "A" and m["update"]["other"] == [], m["update"]
+    assert m["isolation"] == "loaded" and m["gpus"] == [], m
     assert m["appliance"] is True and m["version"] == artifacts.version, m
     assert m["secure_boot"] == "on" and m["tpm"] is True, m
     assert m["has_pool"] is False and m["boot_from"] == "disk", m
