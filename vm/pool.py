@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from anklume.vm import qemu
 from anklume.vm.boot import DATA_DISK_SERIAL, wait_on_serial
@@ -25,12 +25,14 @@ def password_hash(password: str) -> str:
 
 
 def answers(backend: str, root_hash: str, action: str = "create", tpm2: str = "no",
-            passphrase: str = PASSPHRASE) -> str:
+            passphrase: str = PASSPHRASE, ssh_keys: Sequence[str] = ()) -> str:
     """The wizard's answers file (the anklume.firstboot.answers credential) for the data
     disk that every check boot carries."""
+    keys = ("  ssh_authorized_keys:\n" + "".join(f'    - "{k.strip()}"\n' for k in ssh_keys)
+            if ssh_keys else "")
     return (f"version: 1\naction: {action}\nbackend: {backend}\ndisk: {DATA_DISK_SERIAL}\n"
             f'passphrase: "{passphrase}"\npassphrase_confirm: "{passphrase}"\ntpm2: "{tpm2}"\n'
-            f'admin:\n  root_password_hash: "{root_hash}"\n')
+            f'admin:\n  root_password_hash: "{root_hash}"\n' + keys)
 
 
 def type_passphrases(*secrets: str, timeout: float = 900) -> Callable[[qemu.VM], None]:

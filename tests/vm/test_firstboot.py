@@ -147,11 +147,15 @@ say "vault_mount=$(findmnt -no SOURCE,FSTYPE /run/anklume/vault)"
 say "vault_link=$(ip -br link show anklume-vt0 2>/dev/null | cut -d' ' -f1)"
 say "etc_network=$(ls /etc/systemd/network 2>/dev/null | paste -sd, -)"
 say "nft_tables=$(nft list tables 2>&1 | paste -sd, -)"
-umask 077; printf '%s\n' '@EVILKEY@' >/run/evil-key
-out=$(timeout 60 ssh -i /run/evil-key -o BatchMode=yes -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 root@127.0.0.1 echo EVIL-IN 2>&1)
-say "evil_ssh_rc=$?"
-say "evil_ssh_b64=$(printf '%s' "$out" | base64 -w0)"
+try_key() {  # try_key NAME PRIVATE-KEY: root's SSH login with that key, as sshd decides
+    umask 077; printf '%s\n' "$2" >"/run/$1-key"
+    out=$(timeout 60 ssh -i "/run/$1-key" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 root@127.0.0.1 echo "$1-IN" 2>&1)
+    say "$1_ssh_rc=$?"
+    say "$1_ssh_b64=$(printf '%s' "$out" | base64 -w0)"
+}
+try_key evil '@EVILKEY@'
+try_key admin '@ADMINKEY@'
 """
 
 
@@ -210,6 +214,11 @@ def setup_on_console(secret: str) -> Callable[[qemu.VM], None]:
     )
 
 
+def vault_read(evil_key: str, admin_key: Path) -> str:
+    return (VAULT_READ.replace("@EVILKEY@", evil_key)
+            .replace("@ADMINKEY@", admin_key.read_text().strip()))
+
+
 def evil_maid(work: Path) -> tuple[dict[str, str], str]:
     """What someone holding the powered-off stick writes onto its persistent partition: their
     SSH key and root password hash, an accept-all firewall with a DNAT into a domain, a
@@ -240,12 +249,17 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
     persistent partition (evil_maid)."""
     image = disk.overlay(artifacts.raw, work / f"{backend}.qcow2")
     data = work / f"{backend}-data.qcow2"
+    # The administrator's SSH key, given in the answers (the console setup here gives none).
+    admin_key = work / "admin_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f",
+                    str(admin_key)], check=True, timeout=60)
     tpm = work / "tpm"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK_BYTES)],
                    check=True, timeout=60)
     secret = TYPED_PASSPHRASE if on_console else PASSPHRASE
-    creds = {"anklume.firstboot.answers": answers(backend, password_hash(ROOT_PASSWORD), tpm2="yes",
-                                                   passphrase=secret),
+    creds = {"anklume.firstboot.answers": answers(
+                 backend, password_hash(ROOT_PASSWORD), tpm2="yes", passphrase=secret,
+                 ssh_keys=[(work / "admin_ed25519.pub").read_text()]),
              "anklume.infra": INFRA}
     if on_console:
         first = boot_and_check(f"pool-{backend}-create", image, data_disk=data, wizard=True,
@@ -269,7 +283,7 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
     second = boot_and_check(f"pool-{backend}-unlock", image, vars_template=first.vars_after,
                             data_disk=data, credentials=creds, console=type_passphrases(*typed),
                             script=guest.check_script(POOL_FACTS + READ_MARKER
-                                                      + VAULT_READ.replace("@EVILKEY@", evil_key),
+                                                      + vault_read(evil_key, admin_key),
                                                       core=False))
     boots = [first, second]
     # The machine's last boot is quit once it reported: the create and unlock boots proved
@@ -289,7 +303,7 @@ def _boots(backend: str, artifacts, work: Path, wrong_first: bool, reflash: bool
             f"pool-{backend}-tpm", image, vars_template=first.vars_after, data_disk=data,
             credentials=creds, tpm_state=tpm,
             script=guest.check_script(POOL_FACTS + READ_MARKER
-                                      + VAULT_READ.replace("@EVILKEY@", evil_key), core=False),
+                                      + vault_read(evil_key, admin_key), core=False),
             power_off=last != "tpm"))
     if reflash:
         # "My stick died, I flashed a new one": a fresh image on a new disk, the same data
@@ -486,6 +500,9 @@ def test_luks_btrfs_pool_unlocks_and_everything_is_back(luks_boots: tuple[Boot, 
     first, second = luks_boots[:2]
     _check_unlocked(first, second)
     assert "wrong passphrase" not in second.serial
+    # The administrator's key from the answers logs in: sshd reads it in the pool's vault.
+    said = _b64(second.report, "admin_ssh_b64")
+    assert second.report["admin_ssh_rc"] == "0" and "admin-IN" in said, said
 
 
 def test_luks_btrfs_pool_unlocks_with_its_tpm_without_asking(luks_boots: tuple[Boot, ...]) -> None:
