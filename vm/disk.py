@@ -145,6 +145,9 @@ class Esp:
     def delete(self, path: str) -> None:
         self._m("mdel", f"::{path}")
 
+    def mkdir(self, path: str) -> None:
+        self._m("mmd", f"::{path}")
+
 
 # --- PE (UKI) ----------------------------------------------------------------------------------
 

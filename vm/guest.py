@@ -469,6 +469,9 @@ say "cfg_firstboot_b64=$(journalctl -b -u anklume-firstboot.service -o cat --no-
 say "cfg_record=$(test -e /var/lib/anklume/firstboot.json && echo present || echo absent)"
 say "cfg_unit_ran=$(systemctl show -P ConditionResult anklume-firstboot.service)"
 say "ssh_socket=$(systemctl is-active ssh.socket)"
+say "esp_cred_listed=$(systemd-creds --system list --no-legend --no-pager 2>/dev/null \
+    | grep -c '^ssh.authorized_keys.root')"
+say "esp_cred_key=$(cat /root/.ssh/authorized_keys 2>/dev/null | grep -c planted-on-the-esp)"
 """
 
 # What the initrd made of the persistent partition (state, device, reason).

@@ -72,3 +72,22 @@ def usb_stick_args(image: Path) -> list[str]:
     return ["-device", "qemu-xhci,id=xhci-upd",
             "-drive", f"if=none,id=upd-drv,format=raw,readonly=on,file={image}",
             "-device", "usb-storage,bus=xhci-upd.0,drive=upd-drv,id=updstick,removable=on"]
+
+
+def plant_esp_credential(image: Path, name: str, text: str) -> None:
+    """What someone holding the stick can put on its ESP: a credential that systemd-stub passes
+    to the booted system (loader/credentials/<name>.cred), "encrypted" with the null key, the
+    only key anyone can use without this machine's TPM. A raw disk image."""
+    import tempfile
+
+    from anklume.vm import disk
+
+    with tempfile.TemporaryDirectory(prefix="anklume-cred-") as tmp:
+        src, out = Path(tmp) / "in", Path(tmp) / "out"
+        src.write_text(text)
+        subprocess.run(["systemd-creds", "encrypt", "--with-key=tpm2-absent", f"--name={name}",
+                        str(src), str(out)], check=True, capture_output=True, timeout=60)
+        esp = disk.Esp(image)
+        if "credentials" not in esp.ls("/loader"):
+            esp.mkdir("/loader/credentials")
+        esp.write(f"/loader/credentials/{name}.cred", out.read_bytes())

@@ -99,9 +99,13 @@ def second_boot(main_boot: Boot, stick: Stick) -> Boot:
     next boot is set to "Run from RAM", and the stick is pulled out from under the running
     system: the control for the toram boot (the same reads must fail here). A second USB
     stick is plugged in, an ANKLUME-CFG volume whose answers would make a pool on the blank
-    data disk: this machine is provisioned to stay in live mode, so it must make none."""
+    data disk: this machine is provisioned to stay in live mode, so it must make none. Its ESP
+    carries a planted credential (an SSH key for root): refused."""
     cfg = media.fat_volume({VOLUME_FILE: answers("zfs", password_hash(ROOT_PASSWORD))},
                            stick.path.with_name("cfg.img"), VOLUME_LABEL)
+    # Someone with the stick put an SSH key for root on its ESP, as a credential: refused.
+    media.plant_esp_credential(stick.path, "ssh.authorized_keys.root",
+                               "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA planted-on-the-esp\n")
     return boot_and_check(
         "second-boot", stick.path, vars_template=main_boot.vars_after, boot_bus="usb", ssh=True,
         unplug_boot_disk=True, power_off=False, extra_args=media.usb_stick_args(cfg),

@@ -78,6 +78,17 @@ def test_a_stopped_boot_gives_no_shell_without_roots_credential(second_boot: Boo
     assert r["sulogin_locked"] == "1", r["sulogin_locked"]
 
 
+def test_credentials_planted_on_the_esp_are_refused(second_boot: Boot) -> None:
+    """An SSH key for root, written onto the stick's ESP as a credential with the null key
+    (no TPM here: systemd itself would accept it): removed in the initrd before anything reads
+    it, and said on the console."""
+    r = second_boot.report
+    assert r["esp_cred_listed"] == "0" and r["esp_cred_key"] == "0", \
+        (r["esp_cred_listed"], r["esp_cred_key"])
+    assert ("anklume: credentials from the boot partition refused (nothing authenticates "
+            "them): ssh.authorized_keys.root") in second_boot.serial, second_boot.serial[-3000:]
+
+
 def test_boot_menu_editor_is_off(artifacts) -> None:
     """Host side: the ESP's loader.conf, which systemd-boot reads, turns the menu's command-line
     editor off (init=/bin/sh from the keyboard on a machine without Secure Boot)."""
