@@ -146,15 +146,19 @@ def test_default_table_cuts_domains_off_each_other_and_the_host(topo, tmp_path):
     assert not tcp(r, a, f"{A_NET}.1", 2203), "the host reaches into a domain"
 
 
-def test_last_applied_table_wins_and_a_broken_one_falls_back(topo, tmp_path):
-    r, a, _ = topo
-    # A "last applied" table that lets a and b talk: loading it proves it replaced the default.
-    last = tmp_path / "firewall.nft"
-    last.write_text("table inet anklume {}\ndelete table inet anklume\n"
+# A "last applied" table that lets domains a and b talk: loaded, it shows that it replaced the
+# default; refused, the domains stay cut.
+CONNECTING_TABLE = ("table inet anklume {}\ndelete table inet anklume\n"
                     "table inet anklume {\n  chain forward {\n"
                     "    type filter hook forward priority filter - 1; policy accept;\n"
                     '    iifname "net-ea" oifname "net-eb" accept\n'
                     '    iifname "net-eb" oifname "net-ea" accept\n  }\n}\n')
+
+
+def test_last_applied_table_wins_and_a_broken_one_falls_back(topo, tmp_path):
+    r, a, _ = topo
+    last = tmp_path / "firewall.nft"
+    last.write_text(CONNECTING_TABLE)
     assert early(r, tmp_path / "none.nft").returncode == 0  # the default is loaded first
     assert not ping(a, f"{B_NET}.1")
     proc = early(r, last)
@@ -173,11 +177,7 @@ def test_a_machine_with_a_pool_ignores_a_table_on_the_plain_partition(topo, tmp_
     unencrypted partition was planted, so the default table loads and says why."""
     r, a, _ = topo
     last = tmp_path / "firewall.nft"
-    last.write_text("table inet anklume {}\ndelete table inet anklume\n"
-                    "table inet anklume {\n  chain forward {\n"
-                    "    type filter hook forward priority filter - 1; policy accept;\n"
-                    '    iifname "net-ea" oifname "net-eb" accept\n'
-                    '    iifname "net-eb" oifname "net-ea" accept\n  }\n}\n')
+    last.write_text(CONNECTING_TABLE)
     record = tmp_path / "firstboot.json"
     record.write_text("{}")
     proc = early(r, last, record)
