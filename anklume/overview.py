@@ -78,15 +78,18 @@ def read_pool_space(pool: dict[str, str]) -> dict[str, object]:
     import os
     import subprocess
 
+    from anklume.errors import AnklumeError
+    from anklume.run import run
+
     if pool.get("state") != "unlocked":
         return {}
     if pool.get("backend") == "zfs":
         try:
-            out = subprocess.run(["zpool", "list", "-H", "-p", "-o", "health,free,size",
-                                  pool.get("pool", "")], capture_output=True, text=True,
-                                 timeout=30, check=True).stdout.split()
+            out = run(["zpool", "list", "-H", "-p", "-o", "health,free,size",
+                       pool.get("pool", "")], timeout=30).stdout.split()
             return {"health": out[0], "free": int(out[1]), "size": int(out[2])}
-        except (OSError, subprocess.SubprocessError, IndexError, ValueError) as e:
+        except (AnklumeError, OSError, subprocess.SubprocessError, IndexError,
+                ValueError) as e:
             return {"health": "unknown", "error": str(e)}
     try:
         v = os.statvfs(paths.pool_mount())
